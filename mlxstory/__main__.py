@@ -1,0 +1,3 @@
+from mlxstory.cli import main
+
+main()

@@ -1,0 +1,20 @@
+"""The `mlxstory` command: thin Typer commands over the library.
+
+Each command lives in its own module and registers itself on `app`; bodies turn options into
+arguments and call library functions. `MlxstoryError`s become one `error: ...` line and exit 1.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from mlxstory.cli.app import app, run_app
+
+# Importing a command module registers its command on `app`.
+from mlxstory.cli import info_command  # noqa: E402,F401  isort: skip
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    run_app(sys.argv[1:])
