@@ -1,0 +1,1 @@
+"""Benchmarks: mlxstory beside a PyTorch twin and HF tokenizers; ships as `mlxstory.benchmarks`."""

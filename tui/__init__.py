@@ -1,0 +1,1 @@
+"""The Textual dashboard for mlxstory; ships inside the package as `mlxstory.tui`."""
