@@ -12,6 +12,7 @@ from typer.core import TyperGroup
 from mlxstory import __version__
 from mlxstory.errors import MlxstoryError
 
+
 class _ErrorBoundary(TyperGroup):
     """Turns a library `MlxstoryError` into one `error: ...` line and exit code 1, for every command."""
 
@@ -20,7 +21,7 @@ class _ErrorBoundary(TyperGroup):
             return super().invoke(ctx)
         except MlxstoryError as error:
             typer.echo(f"error: {error}", err=True)
-            raise click.exceptions.Exit(1) from None
+            raise typer.Exit(1) from None
 
 
 app = typer.Typer(
