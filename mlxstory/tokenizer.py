@@ -1,0 +1,415 @@
+"""Byte-pair encoding over characters, with the rules of the original gpt-rs project.
+
+- The base alphabet is every distinct character of the training text, ids 0..n-1 in code-point order.
+- Merges happen only inside words: the text is split with `' ?[^ \\n"]+|[ \\n"]'`, so a token may
+  start with a space but nothing merges onto a following space, and `"` and `\\n` (the do-not-merge set)
+  never merge.
+- Each step merges the most frequent pair (pairs counted as overlapping windows, as the original does);
+  ties go to the largest (left id, right id). Special tokens (`<|endoftext|>`, `<|unk|>`) follow the merges.
+
+Training keeps pair counts over the table of unique words and updates them incrementally after each merge,
+picking the next pair from a lazy max-heap (as HF tokenizers and rustbpe do) instead of recounting the
+corpus. Encoding caches the ids of every space-separated chunk it has seen, so a story costs one
+`str.split` and one dict lookup per word.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from itertools import chain, repeat
+from operator import add
+from pathlib import Path
+from typing import Literal
+
+from mlxstory.errors import TokenizerError
+
+EOT = "<|endoftext|>"
+UNK = "<|unk|>"
+SPECIAL_TOKENS = (EOT, UNK)
+DO_NOT_MERGE = '\n"'
+FORMAT_VERSION = 1
+FILE_STRUCT_NAME = "MlxstoryTokenizer"
+
+# A pair (left, right) is one int, left << 24 | right: cheaper to hash than a tuple, and it orders like
+# the tuple, so a heap entry -(count << 48 | pair) pops the most frequent pair, ties to the largest pair.
+_ID_BITS = 24
+_ID_MASK = (1 << _ID_BITS) - 1
+_PAIR_BITS = 2 * _ID_BITS
+_PAIR_MASK = (1 << _PAIR_BITS) - 1
+MAX_VOCAB_SIZE = 1 << 20  # ids must fit in _ID_BITS and be valid chr() code points (see _bpe)
+_CACHE_LIMIT = 1 << 20  # chunks cached before a cache is cleared (bounds memory on huge corpora)
+
+OnUnknown = Literal["warn", "ignore", "raise"]
+
+
+class UnknownCharWarning(UserWarning):
+    """Characters outside the tokenizer's alphabet were encoded as `<|unk|>`."""
+
+
+def split_pattern(do_not_merge: str = DO_NOT_MERGE) -> str:
+    """The word-splitting regex for a do-not-merge set; the default gives `' ?[^ \\n"]+|[ \\n"]'`."""
+    chars = " " + "".join(dict.fromkeys(c for c in do_not_merge if c != " "))
+    escaped = "".join({"\n": r"\n", "\t": r"\t", "\r": r"\r"}.get(c, "\\" + c if c in "\\]^-[" else c)
+                      for c in chars)
+    return f" ?[^{escaped}]+|[{escaped}]"
+
+
+class Tokenizer:
+    """A trained BPE vocabulary: alphabet (ids 0..n-1), ordered merges, then special tokens."""
+
+    def __init__(
+        self,
+        alphabet: Sequence[str],
+        merges: Sequence[tuple[tuple[int, int], int]],
+        *,
+        do_not_merge: str = DO_NOT_MERGE,
+        special_tokens: Sequence[str] = SPECIAL_TOKENS,
+    ) -> None:
+        self.alphabet: list[str] = list(alphabet)
+        self.merges: list[tuple[tuple[int, int], int]] = [((int(a), int(b)), int(z)) for (a, b), z in merges]
+        self.do_not_merge = do_not_merge
+        self.split_pattern = split_pattern(do_not_merge)
+        self.special_tokens: dict[str, int] = {}
+        self._check(special_tokens)
+        self.vocab_size = len(self.alphabet) + len(self.merges) + len(self.special_tokens)
+        self.eot_id = self.special_tokens[EOT]
+        self.unk_id = self.special_tokens[UNK]
+
+        # For `_bpe`: chars -> chr(id) (unknown -> chr(unk)), merged pair as two chars -> new id, and back.
+        table = {ord(c): chr(i) for i, c in enumerate(self.alphabet)}
+        self._char_table = _Translation(table, chr(self.unk_id))
+        self._pair_chars = {z: chr(a) + chr(b) for (a, b), z in self.merges}
+        self._rank_of_pair = {pair: z for z, pair in self._pair_chars.items()}
+        self._strings: list[str] = list(self.alphabet)
+        for (a, b), _ in self.merges:
+            self._strings.append(self._strings[a] + self._strings[b])
+        self._strings.extend(self.special_tokens)
+        self._words: dict[str, list[int]] = {}  # regex piece -> ids (seeded by training)
+        self._findall = re.compile(self.split_pattern).findall
+        self._heads = _ChunkCache(self, "")  # first chunk of a text (no leading space)
+        self._spaced = _ChunkCache(self, " ")  # every later chunk, keyed without its leading space
+        self._unknown_seen = 0
+
+    def _check(self, special_tokens: Sequence[str]) -> None:
+        n = len(self.alphabet)
+        if len(set(self.alphabet)) != n or any(len(c) != 1 for c in self.alphabet):
+            raise TokenizerError("tokenizer alphabet must be distinct single characters")
+        for rank, ((a, b), z) in enumerate(self.merges):
+            if z != n + rank or not (0 <= a < z and 0 <= b < z):
+                raise TokenizerError(f"merge #{rank} ({a}, {b}) -> {z} is out of order; merge k must make id "
+                                     f"{n} + k from smaller ids")
+        if EOT not in special_tokens or UNK not in special_tokens or len(set(special_tokens)) != len(
+                special_tokens):
+            raise TokenizerError(f"special tokens must be distinct and include {EOT} and {UNK}")
+        first = n + len(self.merges)
+        self.special_tokens = {text: first + i for i, text in enumerate(special_tokens)}
+        if first + len(special_tokens) > MAX_VOCAB_SIZE:
+            raise TokenizerError(f"vocabulary of {first + len(special_tokens)} tokens is over the "
+                                 f"{MAX_VOCAB_SIZE} this tokenizer supports")
+
+    # -- training -----------------------------------------------------------------------------------
+
+    @classmethod
+    def train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int = 2048,
+        *,
+        do_not_merge: str = DO_NOT_MERGE,
+        special_tokens: Sequence[str] = SPECIAL_TOKENS,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Tokenizer:
+        """Learn `vocab_size - alphabet - specials` merges from `texts` (one story per string).
+
+        `progress(done, total)` is called every 100 merges and at the end, for progress bars.
+        """
+        pattern = re.compile(split_pattern(do_not_merge))
+        word_counts = _count_words(texts, pattern)
+        alphabet = sorted(set().union(*word_counts))
+        if not alphabet:
+            raise TokenizerError("cannot train a tokenizer on empty text; give at least one non-empty story")
+        need = len(alphabet) + len(special_tokens)
+        if vocab_size < need:
+            raise TokenizerError(
+                f"There are {len(alphabet)} unique chars in data, but the requested token count was "
+                f"{vocab_size}. Ask for a vocab size of at least {need} ({len(alphabet)} chars + "
+                f"{len(special_tokens)} special tokens).")
+        if vocab_size > MAX_VOCAB_SIZE:
+            raise TokenizerError(f"vocab size {vocab_size} is over the maximum {MAX_VOCAB_SIZE}; use less")
+
+        char_ids = {c: i for i, c in enumerate(alphabet)}
+        texts_of = [w for w in word_counts if len(w) > 1]  # one-char words hold no pair
+        words = [[char_ids[c] for c in w] for w in texts_of]
+        freqs = [word_counts[w] for w in texts_of]
+        merges = _learn_merges(words, freqs, len(alphabet), vocab_size - need, progress)
+        if len(merges) < vocab_size - need:
+            raise TokenizerError(
+                f"Not enough data supplied to find a most common pair after {len(merges)} merges: "
+                f"ask for a vocab size of at most {need + len(merges)}, or give more text.")
+        tokenizer = cls(alphabet, merges, do_not_merge=do_not_merge, special_tokens=special_tokens)
+        tokenizer._words = dict(zip(texts_of, words, strict=True))  # the merged words are their own encodings
+        return tokenizer
+
+    # -- encoding -----------------------------------------------------------------------------------
+
+    def encode(self, text: str, *, on_unknown: OnUnknown = "warn") -> list[int]:
+        """Token ids of `text`. Characters outside the alphabet become `<|unk|>` (see `on_unknown`):
+        "warn" issues one UnknownCharWarning per call with the count, "ignore" stays silent, "raise"
+        raises TokenizerError."""
+        seen = self._unknown_seen
+        parts = text.split(" ")
+        ids = self._heads[parts[0]] + list(chain.from_iterable(map(self._spaced.__getitem__, parts[1:])))
+        if self._unknown_seen != seen:
+            self._report_unknown(self._unknown_seen - seen, on_unknown)
+        return ids
+
+    def encode_batch(self, texts: Iterable[str], *, on_unknown: OnUnknown = "warn") -> list[list[int]]:
+        """`encode` for many stories at once, with one unknown-character report for the whole batch."""
+        seen = self._unknown_seen
+        heads, spaced = self._heads, self._spaced.__getitem__
+        out = []
+        for text in texts:
+            parts = text.split(" ")
+            out.append(heads[parts[0]] + list(chain.from_iterable(map(spaced, parts[1:]))))
+        if self._unknown_seen != seen:
+            self._report_unknown(self._unknown_seen - seen, on_unknown)
+        return out
+
+    encode_story_batch = encode_batch  # the name the team contract uses
+
+    def _report_unknown(self, count: int, on_unknown: OnUnknown) -> None:
+        message = (f"{count} character(s) outside the tokenizer's alphabet were encoded as {UNK} "
+                   f"(id {self.unk_id}); train the tokenizer on text that contains them")
+        if on_unknown == "raise":
+            raise TokenizerError(message)
+        if on_unknown == "warn":
+            warnings.warn(message, UnknownCharWarning, stacklevel=3)
+
+    def _encode_chunk(self, chunk: str) -> tuple[list[int], int]:
+        """Ids of one space-delimited chunk and how many unknown characters it held."""
+        ids: list[int] = []
+        unknown = 0
+        for word in self._findall(chunk):
+            word_ids = self._words.get(word)
+            if word_ids is None:
+                word_ids = self._bpe(word)
+                if self.unk_id in word_ids:
+                    unknown += word_ids.count(self.unk_id)
+                elif len(self._words) < _CACHE_LIMIT:
+                    self._words[word] = word_ids
+            ids += word_ids
+        return ids, unknown
+
+    def _bpe(self, word: str) -> list[int]:
+        """Apply the merges to one word, lowest rank first (same result as applying them in order).
+
+        The word is held as a string of chr(id) so that finding pairs and merging them left to right
+        (`str.replace`) run in C: this is the hot spot of encoding with a cold cache."""
+        s = word.translate(self._char_table)
+        rank_of, none = self._rank_of_pair.get, repeat(MAX_VOCAB_SIZE)
+        while len(s) > 1:
+            z = min(map(rank_of, map(add, s, s[1:]), none))
+            if z == MAX_VOCAB_SIZE:
+                break
+            s = s.replace(self._pair_chars[z], chr(z))
+        return list(map(ord, s))
+
+    # -- decoding -----------------------------------------------------------------------------------
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of token ids; special tokens decode to their names (e.g. `<|endoftext|>`)."""
+        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)  # numpy / mlx arrays too
+        try:
+            if ids and min(ids) < 0:
+                raise IndexError
+            return "".join(map(self._strings.__getitem__, ids))
+        except (IndexError, TypeError):
+            bad = next((i for i in ids if not isinstance(i, int) or not 0 <= i < self.vocab_size), ids)
+            raise TokenizerError(f"token id {bad!r} is outside this tokenizer's vocabulary "
+                                 f"(0..{self.vocab_size - 1}); was it made with another tokenizer?") from None
+
+    def token_text(self, token_id: int) -> str:
+        """The text one token stands for."""
+        return self.decode([token_id])
+
+    # -- files --------------------------------------------------------------------------------------
+
+    def to_ron_value(self) -> dict:
+        """Everything needed to rebuild this tokenizer, as a RON value (see `save`)."""
+        from mlxstory import ron
+
+        return ron.Struct({
+            "format_version": FORMAT_VERSION,
+            "alphabet": [ron.Char(c) for c in self.alphabet],
+            "merges": [ron.Struct({"from": (a, b), "to": z}) for (a, b), z in self.merges],
+            "special_tokens": dict(self.special_tokens),
+            "split_pattern": self.split_pattern,
+            "do_not_merge": [ron.Char(c) for c in self.do_not_merge],
+        }, name=FILE_STRUCT_NAME)
+
+    def save(self, path: str | Path) -> None:
+        """Write `tokenizer.ron` (format version, alphabet, merges, special ids, split rules)."""
+        from mlxstory import ron
+
+        ron.dump(self.to_ron_value(), path, pretty=True)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tokenizer:
+        """Read a file written by `save`; anything else raises TokenizerError naming the file."""
+        from mlxstory import ron
+
+        try:
+            value = ron.load(path)
+        except ron.RonError as error:
+            raise TokenizerError(f"{path}:{error}") from None
+        except OSError as error:
+            raise TokenizerError(f"cannot read tokenizer file {path}: {error.strerror}") from None
+        try:
+            return cls.from_ron_value(value)
+        except (TokenizerError, KeyError, TypeError, ValueError, AttributeError) as error:
+            detail = error if isinstance(error, TokenizerError) else f"bad or missing field {error}"
+            raise TokenizerError(f"{path}: not a usable mlxstory tokenizer file ({detail}); "
+                                 "re-create it with `mlxstory tokenize`") from None
+
+    @classmethod
+    def from_ron_value(cls, value: dict) -> Tokenizer:
+        if not isinstance(value, dict) or "format_version" not in value:
+            raise TokenizerError("no format_version field")
+        if value["format_version"] != FORMAT_VERSION:
+            raise TokenizerError(f"format version {value['format_version']}, this mlxstory reads "
+                                 f"{FORMAT_VERSION}")
+        merges = [((m["from"][0], m["from"][1]), m["to"]) for m in value["merges"]]
+        special = dict(value["special_tokens"])
+        tokenizer = cls(list(value["alphabet"]), merges, do_not_merge="".join(value["do_not_merge"]),
+                        special_tokens=list(special))
+        if tokenizer.special_tokens != special:
+            raise TokenizerError(f"special token ids {special} do not follow the merges "
+                                 f"(expected {tokenizer.special_tokens})")
+        if value["split_pattern"] != tokenizer.split_pattern:
+            raise TokenizerError(f"split pattern {value['split_pattern']!r} does not match the do-not-merge "
+                                 f"set (expected {tokenizer.split_pattern!r})")
+        return tokenizer
+
+    def __repr__(self) -> str:
+        return (f"Tokenizer(vocab_size={self.vocab_size}, alphabet={len(self.alphabet)}, "
+                f"merges={len(self.merges)}, eot_id={self.eot_id})")
+
+
+class _Translation(dict):
+    """A `str.translate` table that maps every character it lacks to `default`."""
+
+    def __init__(self, table: dict[int, str], default: str) -> None:
+        super().__init__(table)
+        self.default = default
+
+    def __missing__(self, key: int) -> str:
+        return self.default
+
+
+class _ChunkCache(dict):
+    """chunk -> ids; a miss encodes the chunk (with `prefix` in front). Chunks holding unknown
+    characters are not cached, so every occurrence is counted in `_unknown_seen`."""
+
+    def __init__(self, tokenizer: Tokenizer, prefix: str) -> None:
+        super().__init__()
+        self.tokenizer, self.prefix = tokenizer, prefix
+
+    def __missing__(self, chunk: str) -> list[int]:
+        ids, unknown = self.tokenizer._encode_chunk(self.prefix + chunk)
+        if unknown:
+            self.tokenizer._unknown_seen += unknown
+        else:
+            if len(self) >= _CACHE_LIMIT:
+                self.clear()
+            self[chunk] = ids
+        return ids
+
+
+def _count_words(texts: Iterable[str], pattern: re.Pattern) -> Counter[str]:
+    """Occurrences of each regex piece over all texts, counting space-separated chunks first (far fewer
+    distinct chunks than words, and `str.split` is much faster than the regex)."""
+    spaced: Counter[str] = Counter()
+    heads: Counter[str] = Counter()
+    for text in texts:
+        parts = text.split(" ")
+        heads[parts[0]] += 1
+        spaced.update(parts)
+    spaced.subtract(heads)
+    words: Counter[str] = Counter()
+    for prefix, chunks in (("", heads), (" ", spaced)):
+        for chunk, count in chunks.items():
+            if count:
+                for word in pattern.findall(prefix + chunk):
+                    words[word] += count
+    return words
+
+
+def _learn_merges(
+    words: list[list[int]],
+    freqs: list[int],
+    first_id: int,
+    n_merges: int,
+    progress: Callable[[int, int], None] | None,
+) -> list[tuple[tuple[int, int], int]]:
+    """Merge the most frequent pair `n_merges` times, in place in `words` (each occurring `freqs` times)."""
+    counts: defaultdict[int, int] = defaultdict(int)  # pair -> occurrences (overlapping windows)
+    where: defaultdict[int, set[int]] = defaultdict(set)  # pair -> words that held it (may be stale)
+    for i, (w, f) in enumerate(zip(words, freqs, strict=True)):
+        for a, b in zip(w, w[1:], strict=False):
+            counts[a << _ID_BITS | b] += f
+            where[a << _ID_BITS | b].add(i)
+    heap = [-(c << _PAIR_BITS | p) for p, c in counts.items()]
+    heapq.heapify(heap)
+    merges = []
+    for z in range(first_id, first_id + n_merges):
+        while True:  # lazy heap: counts only fall after a push, so a fresh top is the true maximum
+            if not heap:  # every word is a single token: nothing left to merge
+                return merges
+            top = -heapq.heappop(heap)
+            pair, count = top & _PAIR_MASK, top >> _PAIR_BITS
+            now = counts.get(pair, 0)
+            if now == count:
+                break
+            if now > 0:
+                heapq.heappush(heap, -(now << _PAIR_BITS | pair))
+        a, b = pair >> _ID_BITS, pair & _ID_MASK
+        merges.append(((a, b), z))
+        del counts[pair]
+        delta: defaultdict[int, int] = defaultdict(int)
+        za, zb = z << _ID_BITS, z
+        for i in where.pop(pair):
+            w, f, j = words[i], freqs[i], 0
+            while True:  # merge left to right; neighbours' pairs change, counted in delta
+                try:
+                    j = w.index(a, j, len(w) - 1)
+                except ValueError:
+                    break
+                if w[j + 1] != b:
+                    j += 1
+                    continue
+                w[j:j + 2] = (z,)
+                if j:
+                    x = w[j - 1] << _ID_BITS
+                    delta[x | a] -= f
+                    delta[x | zb] += f
+                    where[x | zb].add(i)
+                if j + 1 < len(w):
+                    y = w[j + 1]
+                    delta[b << _ID_BITS | y] -= f
+                    delta[za | y] += f
+                    where[za | y].add(i)
+                j += 1
+        for p, d in delta.items():
+            if d and p != pair:
+                c = counts[p] = counts[p] + d
+                if c > 0 and (p >> _ID_BITS == z or p & _ID_MASK == z):  # only new pairs grow
+                    heapq.heappush(heap, -(c << _PAIR_BITS | p))
+        if progress is not None and (len(merges) % 100 == 0 or len(merges) == n_merges):
+            progress(len(merges), n_merges)
+    if progress is not None and n_merges == 0:
+        progress(0, 0)
+    return merges
