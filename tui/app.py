@@ -1,0 +1,240 @@
+"""The dashboard app: panels fed by one event source running in a thread worker.
+
+Workers never touch widgets: they post `ItemArrived` messages, and the app folds events into
+`DashboardState` and hands each panel its new view. The same app shows a live training run
+(`run_training_dashboard`, called by `mlxstory train`) and a run directory (`mlxstory dashboard`).
+"""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+from typing import Any, Protocol
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import Footer
+from textual.worker import get_current_worker
+
+from mlxstory.events import EvalCompleted, Event, RunFinished, SampleGenerated
+
+from .sources import Cancelled, Item, RunDirSource, SampleFinished, SamplePiece, SampleStarted
+from .state import DashboardState, LogLine
+from .widgets import (
+    DEFAULT_PROMPT,
+    CheckpointsPanel,
+    GenerationPane,
+    LogPane,
+    LossChart,
+    ProgressPanel,
+    RunHeader,
+)
+
+
+class Source(Protocol):
+    """What the app needs from an event source; `live` ones also take the control keys."""
+
+    live: bool
+    run_dir: Path
+
+    def events(self, cancelled: Cancelled) -> Any: ...  # Iterator[Item], run in a thread worker
+
+
+class DashboardApp(App[RunFinished | None]):
+    """Header, progress, loss chart, checkpoints, live sample and log for one run."""
+
+    CSS_PATH = "dashboard.tcss"
+    TITLE = "mlxstory dashboard"
+    ENABLE_COMMAND_PALETTE = False
+    AUTO_FOCUS = None  # keys drive the app; the prompt input takes focus only on `e`
+    BINDINGS = [
+        Binding("p", "pause", "Pause/resume"),
+        Binding("s", "save", "Save now"),
+        Binding("g", "generate", "Generate"),
+        Binding("e", "edit_prompt", "Edit prompt"),
+        Binding("q", "quit_run", "Quit"),
+        Binding("escape", "cancel_edit", "Cancel", show=False),
+    ]
+
+    class ItemArrived(Message):
+        """Events or sample pieces from a worker thread."""
+
+        def __init__(self, item: Item) -> None:
+            super().__init__()
+            self.item = item
+
+    class SourceEnded(Message):
+        def __init__(self, error: str | None = None) -> None:
+            super().__init__()
+            self.error = error
+
+    def __init__(self, source: Source, *, prompt: str = DEFAULT_PROMPT, chart_interval: float = 0.5) -> None:
+        super().__init__()
+        self.source = source
+        self.state = DashboardState()
+        self._prompt = prompt
+        self._chart_interval = chart_interval
+        self._paused = False
+        self._quitting = False
+        self.source_done = False
+
+    def compose(self) -> ComposeResult:
+        yield RunHeader(id="header")
+        yield ProgressPanel(id="progress")
+        with Horizontal(id="middle"):
+            yield LossChart(id="chart", interval=self._chart_interval)
+            with Vertical(id="side"):
+                yield CheckpointsPanel(id="checkpoints")
+                yield GenerationPane(id="generation", prompt=self._prompt)
+        yield LogPane(id="log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#chart").border_title = "loss (train smoothed, val per eval)"
+        self.query_one("#checkpoints").border_title = "checkpoints"
+        self.query_one("#generation").border_title = "sample"
+        self.query_one("#log").border_title = "log"
+        self._consume_source()
+
+    # Workers ----------------------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="source")
+    def _consume_source(self) -> None:
+        worker = get_current_worker()
+        try:
+            for item in self.source.events(lambda: worker.is_cancelled):
+                self.post_message(self.ItemArrived(item))
+        except Exception as error:  # noqa: BLE001 - shown in the log pane instead of breaking the screen
+            detail = traceback.format_exception_only(type(error), error)[-1].strip()
+            self.post_message(self.SourceEnded(error=detail))
+        else:
+            self.post_message(self.SourceEnded())
+
+    @work(thread=True, exclusive=True, group="sample")
+    def _sample_from_checkpoint(self, prompt: str) -> None:
+        worker = get_current_worker()
+        try:
+            for item in self.source.sample(prompt, lambda: worker.is_cancelled):  # type: ignore[attr-defined]
+                self.post_message(self.ItemArrived(item))
+        except Exception as error:  # noqa: BLE001
+            self.post_message(self.ItemArrived(SampleFinished(f"failed: {error}")))
+
+    # Messages ---------------------------------------------------------------------------------------
+
+    def on_dashboard_app_item_arrived(self, message: ItemArrived) -> None:
+        item = message.item
+        generation = self.query_one(GenerationPane)
+        if isinstance(item, list):
+            self.apply_events(item)
+        elif isinstance(item, SampleStarted):
+            generation.begin(item.title)
+        elif isinstance(item, SamplePiece):
+            generation.append(item.text)
+        elif isinstance(item, SampleFinished):
+            generation.finish(item.note)
+
+    def on_dashboard_app_source_ended(self, message: SourceEnded) -> None:
+        self.source_done = True
+        if message.error:
+            self.state.status = "error"
+            self.log_line(LogLine("error", message.error))
+            self._refresh_panels()
+        if self._quitting:
+            self.exit(self.state.finished)
+
+    @on(GenerationPane.PromptChanged)
+    def _prompt_changed(self, message: GenerationPane.PromptChanged) -> None:
+        self._prompt = message.prompt
+        self.action_generate()
+
+    def apply_events(self, events: list[Event]) -> None:
+        log = self.query_one(LogPane)
+        for event in events:
+            for line in self.state.apply(event):
+                log.add(line)
+            if isinstance(event, SampleGenerated):
+                generation = self.query_one(GenerationPane)
+                if not generation.streaming:
+                    generation.show_sample(f"sample · step {event.step}", event.text)
+            elif isinstance(event, EvalCompleted) and self.source.live:
+                self._sample_live()
+        self._refresh_panels()
+
+    def _refresh_panels(self) -> None:
+        state = self.state
+        if self._paused and not state.finished:
+            state.status = "paused"
+        self.query_one(RunHeader).view = state.header()
+        self.query_one(ProgressPanel).view = state.progress()
+        self.query_one(CheckpointsPanel).view = state.checkpoints()
+        self.query_one(LossChart).show(state.train_points, state.val_points)
+
+    def log_line(self, line: LogLine) -> None:
+        self.query_one(LogPane).add(line)
+
+    # Actions ----------------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("pause", "save"):
+            if not self.source.live:
+                return False  # hidden: a run directory cannot be paused or saved from here
+            return None if self.source_done else True
+        return True
+
+    def action_pause(self) -> None:
+        if not self.source.live or self.source_done:
+            return
+        self._paused = not self._paused
+        self.source.set_paused(self._paused)  # type: ignore[attr-defined]
+        self.state.status = "paused" if self._paused else "running"
+        self.log_line(LogLine("info", "paused" if self._paused else "resumed"))
+        self._refresh_panels()
+
+    def action_save(self) -> None:
+        if not self.source.live or self.source_done:
+            return
+        self.source.save_now()  # type: ignore[attr-defined]
+        self.log_line(LogLine("info", "saving a checkpoint after this step…"))
+
+    def action_generate(self) -> None:
+        if self.query_one(GenerationPane).streaming:
+            self.notify("a sample is already streaming", timeout=2)
+            return
+        if self.source.live:
+            if self.source_done:
+                self.notify("training has ended: sample with `mlxstory generate --run`", timeout=3)
+                return
+            self._sample_live()
+        else:
+            self._sample_from_checkpoint(self._prompt)
+
+    def _sample_live(self) -> None:
+        self.source.request_sample(self._prompt)  # type: ignore[attr-defined]
+
+    def action_edit_prompt(self) -> None:
+        self.query_one(GenerationPane).edit_prompt()
+
+    def action_cancel_edit(self) -> None:
+        self.query_one(GenerationPane).cancel_edit()
+
+    def action_quit_run(self) -> None:
+        if self.source.live and not self.source_done:
+            if self._quitting:
+                return
+            self._quitting = True
+            if self._paused:
+                self.action_pause()
+            self.source.stop()  # type: ignore[attr-defined]
+            self.state.status = "saving"
+            self.log_line(LogLine("info", "saving a checkpoint before quitting…"))
+            self._refresh_panels()
+            return
+        self.exit(self.state.finished)
+
+
+def run_dashboard(run_dir: str | Path, *, follow: bool = True) -> RunFinished | None:
+    """`mlxstory dashboard RUN_DIR`: replay the run's metrics, follow them while it runs."""
+    return DashboardApp(RunDirSource(Path(run_dir), follow=follow)).run()
