@@ -1,0 +1,354 @@
+"""The training loop, as a generator of events.
+
+`train(run_dir)` builds the model, optimizer and batches inside the generator (so a dashboard can run
+it in a worker thread: MLX arrays belong to the thread that made them), then yields a `RunStarted`,
+a `StepCompleted` per step, an `EvalCompleted` + `CheckpointSaved` at every evaluation interval and
+at the end, and a `RunFinished`. It writes `RUN/metrics.jsonl` itself, so every consumer (console,
+dashboard, a script) leaves the same record.
+
+Exact resume: the batch sampler's numpy state is checkpointed, and MLX's generator (dropout) is
+reseeded from (seed, rank, step) before each step, so N steps + resume to 2N equals 2N in one go.
+Data parallel (mx.distributed): pass the `group`; each rank draws its own batches, gradients are
+averaged in the compiled step, and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx.utils import tree_map
+
+from mlxstory.batches import BatchSampler, fixed_batches
+from mlxstory.checkpoint import (
+    TrainerState,
+    check_weights,
+    load_trainer_checkpoint,
+    read_latest,
+    save_checkpoint,
+)
+from mlxstory.config import TrainConfig
+from mlxstory.errors import MlxstoryError
+from mlxstory.events import (
+    CheckpointSaved,
+    EvalCompleted,
+    Event,
+    RunFinished,
+    RunStarted,
+    StepCompleted,
+    Warning,
+)
+from mlxstory.metrics_log import METRICS_FILE, MetricsLog
+from mlxstory.model import GPT, loss_fn
+from mlxstory.optimizer import AdamW, clip_by_global_norm, learning_rate_at
+from mlxstory.run_dir import Run, open_run
+
+# Stream ids mixed into the seed: training batches, and the fixed train / val evaluation windows.
+TRAIN_STREAM, EVAL_TRAIN_STREAM, EVAL_VAL_STREAM, DROPOUT_STREAM = 0, 1, 2, 3
+
+
+class TrainingControl:
+    """Requests from other threads (a Ctrl-C handler, dashboard keys), honoured between steps."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+        self._save = threading.Event()
+
+    def request_stop(self) -> None:
+        """Finish the current step, save a checkpoint, end with RunFinished(reason="interrupted")."""
+        self._stop.set()
+        self._running.set()
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def request_save(self) -> None:
+        """Save a checkpoint after the current step (also while paused)."""
+        self._save.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def take_save_request(self) -> bool:
+        requested = self._save.is_set()
+        self._save.clear()
+        return requested
+
+    def wait_while_paused(self, poll_seconds: float = 0.1) -> Iterator[None]:
+        """Yields every poll while paused, so the loop can serve save requests meanwhile."""
+        while self.paused and not self.stop_requested:
+            self._running.wait(poll_seconds)
+            yield
+
+
+def peak_memory_bytes() -> int:
+    getter = getattr(mx, "get_peak_memory", None) or mx.metal.get_peak_memory
+    return int(getter())
+
+
+def device_name() -> str:
+    device = mx.default_device()
+    return "gpu" if device.type == mx.gpu else "cpu"
+
+
+def set_device(device: str | None) -> None:
+    if device is None:
+        return
+    if device not in ("cpu", "gpu"):
+        raise MlxstoryError(f"unknown device {device!r}; use --device cpu or --device gpu")
+    if device == "gpu" and not mx.is_available(mx.gpu):
+        raise MlxstoryError("--device gpu: this MLX build has no GPU backend here; use --device cpu "
+                            "(or install mlx[cuda12] on an NVIDIA machine)")
+    mx.set_default_device(mx.gpu if device == "gpu" else mx.cpu)
+
+
+def dropout_seed(seed: int, rank: int, step: int) -> int:
+    return int(np.random.SeedSequence([seed, DROPOUT_STREAM, rank, step]).generate_state(1, np.uint64)[0])
+
+
+def make_train_step(model: GPT, optimizer: AdamW, config: TrainConfig, group: Any = None):
+    """One compiled optimizer step over `gradient_accumulation` micro-batches: (inputs, targets, lr) ->
+    (mean loss, pre-clip grad norm); model and optimizer state are updated in place."""
+    loss_and_grad = nn.value_and_grad(model, loss_fn)
+    world_size = 1 if group is None else group.size()
+    micro = config.gradient_accumulation
+    state = [model.state, optimizer.state, mx.random.state]
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def step(inputs: mx.array, targets: mx.array, lr: mx.array):
+        loss, grads = loss_and_grad(model, inputs[0], targets[0])
+        for i in range(1, micro):
+            more_loss, more_grads = loss_and_grad(model, inputs[i], targets[i])
+            loss = loss + more_loss
+            grads = tree_map(mx.add, grads, more_grads)
+        if micro > 1:
+            loss = loss / micro
+            grads = tree_map(lambda g: g / micro, grads)
+        if world_size > 1:
+            grads = tree_map(lambda g: mx.distributed.all_sum(g, group=group) / world_size, grads)
+            loss = mx.distributed.all_sum(loss, group=group) / world_size
+        grads, norm = clip_by_global_norm(grads, config.grad_clip)
+        optimizer.update(model, grads, lr)
+        return loss, norm
+
+    return step
+
+
+def make_evaluator(model: GPT, batches: dict[str, list[tuple[np.ndarray, np.ndarray]]]):
+    """Mean loss per split over fixed windows, in eval mode (no dropout), as Python floats."""
+    arrays = {split: [(mx.array(x), mx.array(y)) for x, y in pairs] for split, pairs in batches.items()}
+    compiled_loss = mx.compile(partial(loss_fn, model), inputs=model.state)
+
+    def evaluate() -> dict[str, float]:
+        model.eval()
+        try:
+            means = {split: mx.mean(mx.stack([compiled_loss(x, y) for x, y in pairs]))
+                     for split, pairs in arrays.items()}
+            mx.eval(means)
+            return {split: value.item() for split, value in means.items()}
+        finally:
+            model.train()
+
+    return evaluate
+
+
+def train(
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    control: TrainingControl | None = None,
+    device: str | None = None,
+    group: Any = None,
+    keep_checkpoints: int = 2,
+) -> Iterator[Event]:
+    """Train the run in `run_dir` (made by `run_dir.create_run`) to its `training_iterations`.
+
+    `resume=True` continues from the latest checkpoint; without it the run must have none. Stop,
+    pause and save-now requests arrive through `control`. Ends with a `RunFinished` whose reason is
+    "completed", "interrupted" or "diverged" (non-finite loss: the last good checkpoint is kept).
+    """
+    from mlxstory.token_store import TokenStore
+
+    run = open_run(run_dir)
+    control = control or TrainingControl()
+    rank = 0 if group is None else group.rank()
+    world_size = 1 if group is None else group.size()
+    writes = rank == 0
+    if not resume and read_latest(run.path) is not None:
+        raise MlxstoryError(f"{run.path} already has checkpoints; continue with --resume {run.path}")
+    set_device(device)
+
+    mc, tc = run.model_config, run.train_config
+    store = TokenStore.open(run.data_path)
+    train_tokens, val_tokens = store.split_tokens("train"), store.split_tokens("val")
+    sampler = BatchSampler(train_tokens, mc.context_length, tc.contexts_per_batch,
+                           seed=[tc.seed, TRAIN_STREAM, rank], split="train")
+    shape = (mc.context_length, tc.contexts_per_batch, tc.evaluation_iterations)
+    evaluate_batches = {
+        "train": fixed_batches(train_tokens, *shape, seed=[tc.seed, EVAL_TRAIN_STREAM], split="train"),
+        "val": fixed_batches(val_tokens, *shape, seed=[tc.seed, EVAL_VAL_STREAM], split="val"),
+    }
+
+    mx.random.seed(tc.seed)  # same initial weights on every rank
+    model = GPT(mc)
+    optimizer = AdamW(model.trainable_parameters(), model.decay_mask(), betas=tc.betas,
+                      weight_decay=tc.weight_decay)
+    state = TrainerState(step=0, sampler=sampler.state, seed=tc.seed, world_size=world_size)
+    if resume:
+        weights, optimizer_flat, state = load_trainer_checkpoint(run.path)
+        check_weights(model, weights, run.path / "checkpoints")
+        model.load_weights(list(weights.items()))
+        optimizer.load_flat_state(optimizer_flat)
+        sampler.state = state.sampler
+    mx.eval(model.parameters(), optimizer.state)
+    model.train()
+
+    log = MetricsLog(run.path / METRICS_FILE) if writes else None
+    try:
+        yield from _loop(run, model, optimizer, sampler, evaluate_batches, state, control, log, group,
+                         keep_checkpoints)
+    except BaseException as error:
+        if log is not None and not isinstance(error, GeneratorExit):
+            log.write(RunFinished(step=state.step, reason="error", checkpoint=None,
+                                  message=f"{type(error).__name__}: {error}"))
+        raise
+    finally:
+        if log is not None:
+            log.close()
+
+
+def _loop(
+    run: Run,
+    model: GPT,
+    optimizer: AdamW,
+    sampler: BatchSampler,
+    evaluate_batches: dict,
+    state: TrainerState,
+    control: TrainingControl,
+    log: MetricsLog | None,
+    group: Any,
+    keep_checkpoints: int,
+) -> Iterator[Event]:
+    mc, tc = run.model_config, run.train_config
+    world_size = 1 if group is None else group.size()
+    rank = 0 if group is None else group.rank()
+    tokens_per_step = tc.contexts_per_batch * mc.context_length * tc.gradient_accumulation * world_size
+    total = tc.training_iterations
+    step_fn = make_train_step(model, optimizer, tc, group)
+    evaluate = make_evaluator(model, evaluate_batches)
+    last_saved = state.step
+    last_checkpoint = _latest_weights(run.path)
+
+    def emit(event: Event) -> Event:
+        if log is not None:
+            log.write(event)
+        return event
+
+    def checkpoint(losses: dict[str, float] | None) -> Event:
+        nonlocal last_saved, last_checkpoint
+        state.sampler = sampler.state
+        state.train_loss = losses["train"] if losses else None
+        state.val_loss = losses["val"] if losses else None
+        is_best = losses is not None and (state.best_val_loss is None or losses["val"] <= state.best_val_loss)
+        if is_best:
+            state.best_val_loss = losses["val"]
+        path = None
+        if log is not None:  # rank 0 writes
+            path = save_checkpoint(run.path, model, optimizer.flat_state(), state, keep_last=keep_checkpoints)
+            last_checkpoint = str(path)
+        last_saved = state.step
+        return emit(CheckpointSaved(step=state.step, path=str(path), val_loss=state.val_loss,
+                                    is_best=is_best))
+
+    yield emit(RunStarted(
+        run_dir=str(run.path), preset=run.info.preset, dataset=run.info.dataset, device=device_name(),
+        parameter_count=model.parameter_count(), start_step=state.step, total_steps=total,
+        tokens_per_step=tokens_per_step, world_size=world_size, model_config=asdict(mc),
+        train_config=asdict(tc),
+    ))
+    for note in run.info.notes if state.step == 0 else []:
+        yield emit(Warning(message=note, step=0))
+    if state.step >= total:
+        yield emit(RunFinished(step=state.step, reason="completed", checkpoint=last_checkpoint,
+                               message=f"already at step {state.step} of {total}; "
+                               "pass a larger --iterations to train further"))
+        return
+
+    resume_hint = f"resume with: mlxstory train --resume {run.path}"
+    while state.step < total:
+        for _ in control.wait_while_paused():
+            if control.take_save_request() and state.step != last_saved:
+                yield checkpoint(None)
+        if control.stop_requested:
+            break
+        started = time.perf_counter()
+        inputs, targets = sampler.next(tc.gradient_accumulation)
+        lr = learning_rate_at(state.step, peak=tc.learning_rate, minimum=tc.min_learning_rate,
+                              warmup=tc.warmup_iterations, total=total)
+        mx.random.seed(dropout_seed(tc.seed, rank, state.step))
+        loss, norm = step_fn(mx.array(inputs), mx.array(targets), mx.array(lr, dtype=mx.float32))
+        mx.eval(loss, norm, model.parameters(), optimizer.state)
+        loss_value, norm_value = loss.item(), norm.item()
+        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+            yield from _diverged(emit, state.step + 1, loss_value, norm_value, last_checkpoint, run.path)
+            return
+        state.step += 1
+        seconds = time.perf_counter() - started
+        state.elapsed_seconds += seconds
+        state.tokens_seen += tokens_per_step
+        yield emit(StepCompleted(
+            step=state.step, loss=loss_value, lr=lr, grad_norm=norm_value,
+            tokens_per_second=tokens_per_step / seconds, peak_memory_bytes=peak_memory_bytes(),
+            elapsed_seconds=state.elapsed_seconds,
+        ))
+        if state.step % tc.evaluation_interval == 0 or state.step == total:
+            losses = evaluate()
+            if not all(math.isfinite(v) for v in losses.values()):
+                yield from _diverged(emit, state.step, losses["train"], losses["val"], last_checkpoint,
+                                     run.path)
+                return
+            yield emit(EvalCompleted(step=state.step, train_loss=losses["train"], val_loss=losses["val"]))
+            yield checkpoint(losses)
+        elif control.take_save_request():
+            yield checkpoint(None)
+
+    if state.step < total:  # stopped early: keep everything done so far
+        if state.step != last_saved:
+            yield checkpoint(None)
+        yield emit(RunFinished(step=state.step, reason="interrupted", checkpoint=last_checkpoint,
+                               message=f"stopped at step {state.step} of {total}; {resume_hint}"))
+        return
+    yield emit(RunFinished(step=state.step, reason="completed", checkpoint=last_checkpoint,
+                           message=f"trained {total} steps; best val loss {state.best_val_loss:.4f}"))
+
+
+def _diverged(emit, step: int, loss: float, other: float, last_checkpoint: str | None, run_path: Path):
+    kept = f"last good checkpoint kept: {last_checkpoint}" if last_checkpoint else "no checkpoint saved yet"
+    message = (f"training diverged at step {step} (loss {loss}, {other}); stopped without saving; {kept}. "
+               f"Lower the learning rate (--resume {run_path} --lr <smaller>) or raise warmup_iterations")
+    yield emit(Warning(message=message, step=step))
+    yield emit(RunFinished(step=step, reason="diverged", checkpoint=last_checkpoint, message=message))
+
+
+def _latest_weights(run_path: Path) -> str | None:
+    pointer = read_latest(run_path)
+    return None if pointer is None else str(run_path / "checkpoints" / pointer["weights"])
