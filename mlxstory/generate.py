@@ -1,0 +1,245 @@
+"""Story generation: a KV-cached decoder with a sliding window, and the streaming seam every caller uses.
+
+Three layers, as in mlx-lm: `generate_tokens` yields token ids forever; `stream_generate` adds the
+tokenizer, stopping, incremental decoding and timing, and yields `GenerationResponse`s; `generate`
+just joins the text. The CLI, the dashboard and the benchmark all go through `stream_generate` /
+`generate_tokens`.
+
+Positions are absolute (learned position embeddings, at most `context_length` of them), so the cache
+cannot simply drop its oldest entry: every cached key and value depends on its position. When the
+window is full, `KVDecoder` *slides*: it keeps the last `slide_keep` tokens (default half the context),
+re-runs them from position 0 to rebuild the cache, and carries on. With `slide_keep == context_length`
+every token after the first full window sees exactly the last `context_length` tokens, as the
+original's full recompute does, at the cost of one window forward per token; half the context pays that
+cost once per `context_length / 2` tokens, while each token still sees at least half a window.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import mlx.core as mx
+
+from mlxstory.errors import MlxstoryError
+from mlxstory.sampling import Sampler, make_sampler
+
+DecodeMode = Literal["cached", "recompute"]
+FinishReason = Literal["stop", "length"]
+
+
+class KVDecoder:
+    """Incremental decoding at batch 1 with a fixed-size KV cache that slides when full.
+
+    The prompt and each slide go through the model's own forward with `model.make_cache()`; every
+    later token goes through one compiled step whose shapes never change (keys and values live in
+    (1, H, context_length, head_size) buffers, the new entry is written at `pos` and later slots are
+    masked out), so MLX traces it once per decoder instead of once per position.
+    """
+
+    def __init__(self, model: Any, *, slide_keep: int | None = None) -> None:
+        config = model.config
+        self.model = model
+        self.context_length = config.context_length
+        self.slide_keep = slide_keep if slide_keep is not None else max(1, self.context_length // 2)
+        if not 1 <= self.slide_keep <= self.context_length:
+            raise MlxstoryError(
+                f"slide_keep must be between 1 and context_length {self.context_length}, "
+                f"got {self.slide_keep}"
+            )
+        self.window: list[int] = []  # the tokens whose keys and values are in the cache, in position order
+        self.slides = 0
+        self._keys: list[mx.array] = []
+        self._values: list[mx.array] = []
+        # The weights are inputs, not constants, so a model still training (dashboard) is read fresh.
+        self._step = mx.compile(self._decode_one, inputs=model.state)
+
+    def prefill(self, ids: list[int]) -> mx.array:
+        """Start over from `ids` (the last context_length of them); logits (1, V) for the next token."""
+        if not ids:
+            raise MlxstoryError("cannot generate from an empty context; give at least one token")
+        ids = list(ids[-self.context_length :])
+        cache = self.model.make_cache()
+        logits = self.model(mx.array([ids]), cache)[:, -1, :]
+        pad = [(0, 0), (0, 0), (0, self.context_length - len(ids)), (0, 0)]
+        self._keys = [mx.pad(layer.keys, pad) for layer in cache]
+        self._values = [mx.pad(layer.values, pad) for layer in cache]
+        self.window = ids
+        return logits
+
+    def step(self, token: int) -> mx.array:
+        """Append `token` (sliding first if the window is full); logits (1, V) for the token after it."""
+        if len(self.window) == self.context_length:
+            self.slides += 1
+            return self.prefill((self.window + [token])[-self.slide_keep :])
+        position = len(self.window)
+        logits, self._keys, self._values = self._step(
+            mx.array([[token]]), mx.array([position]), self._keys, self._values
+        )
+        self.window.append(token)
+        return logits
+
+    def _decode_one(
+        self, token: mx.array, position: mx.array, keys: list[mx.array], values: list[mx.array]
+    ) -> tuple[mx.array, list[mx.array], list[mx.array]]:
+        """One token (1, 1) at `position` (1,) through every block, reading and writing the buffers.
+
+        Mirrors `Block.__call__` and `CausalSelfAttention.__call__` in eval mode (tests compare it with
+        the model's own full forward); dropout is off, so it is left out.
+        """
+        model = self.model
+        slots = mx.arange(self.context_length)
+        write = (slots == position)[:, None]  # (S, 1): the one slot this token fills
+        mask = mx.where(slots <= position, 0.0, -mx.inf)  # this token sees slots 0..position
+        x = model.token_embedding(token) + model.position_embedding(position)  # (1, 1, C)
+        new_keys, new_values = [], []
+        for block, block_keys, block_values in zip(model.blocks, keys, values, strict=True):
+            attention = block.attention
+            B, T, C = x.shape
+            q, k, v = mx.split(attention.qkv(block.ln1(x)), 3, axis=-1)
+            q, k, v = (
+                a.reshape(B, T, attention.head_count, attention.head_size).transpose(0, 2, 1, 3)
+                for a in (q, k, v)
+            )  # (1, H, 1, hs)
+            block_keys = mx.where(write, k, block_keys)  # (1, H, S, hs)
+            block_values = mx.where(write, v, block_values)
+            new_keys.append(block_keys)
+            new_values.append(block_values)
+            y = mx.fast.scaled_dot_product_attention(
+                q, block_keys, block_values, scale=attention.scale, mask=mask
+            )
+            x = x + attention.proj(y.transpose(0, 2, 1, 3).reshape(B, T, C))
+            x = x + block.feed_forward(block.ln2(x))
+        logits = model.head(model.final_norm(x))[:, -1, :]
+        return logits, new_keys, new_values
+
+
+def generate_tokens(
+    model: Any,
+    context: list[int],
+    *,
+    sampler: Sampler,
+    key: mx.array,
+    mode: DecodeMode = "cached",
+    slide_keep: int | None = None,
+) -> Iterator[int]:
+    """Token ids following `context`, forever; the caller decides when to stop.
+
+    "cached" uses `KVDecoder`; "recompute" is the original's method, a forward over the last
+    `context_length` tokens for every new token (kept for the benchmark and as a reference).
+    Each token draws from its own split of `key`, in both modes, so a seed fixes the text.
+    """
+    if not context:
+        raise MlxstoryError("cannot generate from an empty context; give at least one token")
+    context_length = model.config.context_length
+    tokens = list(context)
+    decoder = KVDecoder(model, slide_keep=slide_keep) if mode == "cached" else None
+    if decoder is not None:
+        logits = decoder.prefill(tokens)
+    elif mode == "recompute":
+        logits = model(mx.array([tokens[-context_length:]]))[:, -1, :]
+    else:
+        raise MlxstoryError(f"unknown decode mode {mode!r}; use 'cached' or 'recompute'")
+    while True:
+        key, subkey = mx.random.split(key)
+        token = sampler(logits, subkey).item()
+        yield token
+        tokens.append(token)
+        if decoder is not None:
+            logits = decoder.step(token)
+        else:
+            logits = model(mx.array([tokens[-context_length:]]))[:, -1, :]
+
+
+@dataclass
+class GenerationResponse:
+    """One generated token and the state of the run so far (the unit the stream yields)."""
+
+    text: str  # new text this token adds (empty for a stopping <|endoftext|>)
+    token: int
+    prompt_tokens: int
+    generated_tokens: int
+    prompt_tokens_per_second: float
+    tokens_per_second: float  # generated tokens / seconds since the stream started (prompt included)
+    peak_memory: float  # GB, as MLX reports it
+    finish_reason: FinishReason | None = None  # set on the last response only
+
+
+def random_seed() -> int:
+    """A fresh seed for when the user gave none (print it, so the text can be reproduced)."""
+    return int.from_bytes(os.urandom(4), "little")
+
+
+def stream_generate(
+    model: Any,
+    tokenizer: Any,
+    prompt: str,
+    *,
+    max_tokens: int = 256,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    sampler: Sampler | None = None,
+    seed: int | None = None,
+    stop_at_eot: bool = True,
+    mode: DecodeMode = "cached",
+    slide_keep: int | None = None,
+) -> Iterator[GenerationResponse]:
+    """Generate a continuation of `prompt`, one `GenerationResponse` per token.
+
+    The context starts with `<|endoftext|>`, as every story does in the training stream, so an empty
+    prompt starts a new story. Prompt characters outside the tokenizer's alphabet become `<|unk|>`
+    with an `UnknownCharWarning` (the tokenizer's policy). Text pieces are the new suffix of the decoded
+    generated ids, so joined they are exactly `tokenizer.decode(generated ids)`. Stops after
+    `max_tokens` ("length") or, with `stop_at_eot`, at `<|endoftext|>` ("stop", not counted as text).
+    """
+    if max_tokens < 1:
+        raise MlxstoryError(f"max_tokens must be at least 1, got {max_tokens}")
+    sampler = sampler or make_sampler(temperature, top_k, top_p)
+    prompt_ids = tokenizer.encode(prompt)
+    key = mx.random.key(random_seed() if seed is None else seed)
+    was_training = model.training
+    model.eval()
+    try:
+        start = time.perf_counter()
+        generated: list[int] = []
+        text = ""
+        prompt_tps = 0.0
+        stream = generate_tokens(
+            model, [tokenizer.eot_id, *prompt_ids], sampler=sampler, key=key, mode=mode, slide_keep=slide_keep
+        )
+        for token in stream:
+            now = time.perf_counter()
+            if not generated:
+                prompt_tps = len(prompt_ids) / max(now - start, 1e-9)
+            generated.append(token)
+            finish: FinishReason | None = None
+            if stop_at_eot and token == tokenizer.eot_id:
+                piece, finish = "", "stop"
+            else:
+                full = tokenizer.decode(generated)
+                piece, text = full[len(text) :], full
+                if len(generated) >= max_tokens:
+                    finish = "length"
+            yield GenerationResponse(
+                text=piece,
+                token=token,
+                prompt_tokens=len(prompt_ids),
+                generated_tokens=len(generated),
+                prompt_tokens_per_second=prompt_tps,
+                tokens_per_second=len(generated) / max(now - start, 1e-9),
+                peak_memory=mx.get_peak_memory() / 1e9,
+                finish_reason=finish,
+            )
+            if finish is not None:
+                break
+    finally:
+        model.train(was_training)
+
+
+def generate(model: Any, tokenizer: Any, prompt: str, **kwargs: Any) -> str:
+    """The generated continuation of `prompt` (without the prompt); see `stream_generate`."""
+    return "".join(response.text for response in stream_generate(model, tokenizer, prompt, **kwargs))

@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import random
+
+import mlxstory  # noqa: F401  isort: skip  (loads MKL before mlx.core)
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlxstory.config import ModelConfig
+from mlxstory.errors import MlxstoryError
+from mlxstory.generate import KVDecoder, generate, generate_tokens, stream_generate
+from mlxstory.model import GPT
+from mlxstory.sampling import make_sampler
+from mlxstory.tokenizer import Tokenizer, UnknownCharWarning
+
+CONTEXT = 16
+
+
+@pytest.fixture(scope="module")
+def tokenizer(sample_texts: list[str]) -> Tokenizer:
+    return Tokenizer.train(sample_texts[:100], vocab_size=256)
+
+
+def small_model(vocab_size: int, seed: int = 0, dropout: float = 0.0) -> GPT:
+    mx.random.seed(seed)
+    config = ModelConfig(
+        vocab_size=vocab_size, embedding_size=32, context_length=CONTEXT, head_count=4, block_count=2,
+        embedding_dropout=dropout, attention_dropout=dropout, feed_forward_dropout=dropout,
+        residual_dropout=dropout,
+    )
+    model = GPT(config)
+    mx.eval(model.parameters())
+    return model
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer: Tokenizer) -> GPT:
+    # Left in training mode with dropout on: generation must switch to eval mode to be deterministic.
+    return small_model(tokenizer.vocab_size, dropout=0.2)
+
+
+def full_logits(model: GPT, window: list[int]) -> np.ndarray:
+    return np.array(model(mx.array([window]))[0, -1])
+
+
+@pytest.mark.parametrize("slide_keep", [5, CONTEXT // 2, CONTEXT])
+def test_cached_logits_equal_full_recompute_before_and_after_slides(slide_keep):
+    model = small_model(64, seed=1)
+    model.eval()
+    decoder = KVDecoder(model, slide_keep=slide_keep)
+    rng = random.Random(0)
+    history = [rng.randrange(64) for _ in range(3)]
+    logits = decoder.prefill(history)
+    np.testing.assert_allclose(np.array(logits[0]), full_logits(model, history), atol=1e-5)
+    for _ in range(3 * CONTEXT):
+        token = rng.randrange(64)
+        history.append(token)
+        logits = decoder.step(token)
+        # The cache holds exactly the last len(window) tokens, and its logits are theirs.
+        assert decoder.window == history[-len(decoder.window):]
+        np.testing.assert_allclose(np.array(logits[0]), full_logits(model, decoder.window), atol=1e-5)
+    assert decoder.slides >= 2
+
+
+def test_slide_keeps_the_last_slide_keep_tokens():
+    model = small_model(64)
+    model.eval()
+    decoder = KVDecoder(model, slide_keep=6)
+    decoder.prefill(list(range(CONTEXT)))
+    decoder.step(40)
+    assert decoder.window == [*range(CONTEXT - 5, CONTEXT), 40]
+    assert decoder.slides == 1
+
+
+def test_default_slide_keeps_half_the_context():
+    assert KVDecoder(small_model(64)).slide_keep == CONTEXT // 2
+
+
+@pytest.mark.parametrize("keep", [0, CONTEXT + 1])
+def test_slide_keep_out_of_range_is_a_user_error(keep):
+    with pytest.raises(MlxstoryError, match="slide_keep"):
+        KVDecoder(small_model(64), slide_keep=keep)
+
+
+def test_keeping_the_full_context_reproduces_the_original_recompute_token_for_token():
+    model = small_model(64, seed=2)
+    model.eval()
+
+    def tokens(mode: str, **kwargs) -> list[int]:
+        stream = generate_tokens(model, [1, 2, 3], sampler=make_sampler(0.0), key=mx.random.key(0),
+                                 mode=mode, **kwargs)
+        return [next(stream) for _ in range(3 * CONTEXT)]
+
+    reference = tokens("recompute")
+    assert tokens("cached", slide_keep=CONTEXT) == reference
+    # The default (half-window) slide agrees until the first slide, then may condition on less.
+    assert tokens("cached")[: CONTEXT - 3] == reference[: CONTEXT - 3]
+
+
+def test_same_seed_same_text_and_seeds_matter(model, tokenizer):
+    kwargs = dict(max_tokens=40, temperature=1.0, stop_at_eot=False)
+    first = generate(model, tokenizer, "Once upon a time", seed=3, **kwargs)
+    assert first == generate(model, tokenizer, "Once upon a time", seed=3, **kwargs)
+    assert first != generate(model, tokenizer, "Once upon a time", seed=4, **kwargs)
+
+
+def test_greedy_is_deterministic_and_restores_training_mode(model, tokenizer):
+    assert model.training
+    texts = {generate(model, tokenizer, "The cat", max_tokens=30, temperature=0.0, seed=s) for s in (1, 2)}
+    assert len(texts) == 1
+    assert model.training
+
+
+def test_max_tokens_is_respected(model, tokenizer):
+    responses = list(stream_generate(model, tokenizer, "Tom", max_tokens=25, seed=0, stop_at_eot=False))
+    assert len(responses) == 25
+    assert [r.generated_tokens for r in responses] == list(range(1, 26))
+    assert [r.finish_reason for r in responses] == [None] * 24 + ["length"]
+    assert responses[-1].prompt_tokens == len(tokenizer.encode("Tom"))
+    assert responses[-1].tokens_per_second > 0
+
+
+def test_pieces_join_to_the_decoded_tokens(model, tokenizer):
+    responses = list(stream_generate(model, tokenizer, "Lily", max_tokens=50, seed=5, stop_at_eot=False))
+    tokens = [r.token for r in responses]
+    assert "".join(r.text for r in responses) == tokenizer.decode(tokens)
+    assert all(r.text == tokenizer.decode([r.token]) for r in responses)  # one whole token each
+
+
+def eot_loving_model(tokenizer: Tokenizer) -> GPT:
+    """A model whose every prediction is <|endoftext|>: the final norm outputs ones, the head picks eot."""
+    model = small_model(tokenizer.vocab_size)
+    model.final_norm.weight = mx.zeros_like(model.final_norm.weight)
+    model.final_norm.bias = mx.ones_like(model.final_norm.bias)
+    head = np.zeros(model.head.weight.shape, dtype=np.float32)
+    head[tokenizer.eot_id] = 1.0
+    model.head.weight = mx.array(head)
+    return model
+
+
+def test_stops_at_end_of_text(tokenizer):
+    model = eot_loving_model(tokenizer)
+    responses = list(stream_generate(model, tokenizer, "Once", max_tokens=10, temperature=0.0))
+    assert len(responses) == 1
+    first = responses[0]
+    assert (first.token, first.text, first.finish_reason) == (tokenizer.eot_id, "", "stop")
+
+
+def test_no_stop_runs_through_end_of_text(tokenizer):
+    model = eot_loving_model(tokenizer)
+    responses = list(
+        stream_generate(model, tokenizer, "Once", max_tokens=3, temperature=0.0, stop_at_eot=False)
+    )
+    assert [r.token for r in responses] == [tokenizer.eot_id] * 3
+    assert "".join(r.text for r in responses) == "<|endoftext|>" * 3
+    assert responses[-1].finish_reason == "length"
+
+
+def test_unknown_prompt_characters_warn_and_still_generate(model, tokenizer):
+    with pytest.warns(UnknownCharWarning, match="2"):
+        text = generate(model, tokenizer, "Once upon a time ☃ ☃", max_tokens=10, seed=0, stop_at_eot=False)
+    assert len(tokenizer.encode(text, on_unknown="ignore")) >= 1
+
+
+def test_empty_prompt_starts_a_story(model, tokenizer):
+    responses = list(stream_generate(model, tokenizer, "", max_tokens=5, seed=0, stop_at_eot=False))
+    assert len(responses) == 5 and responses[0].prompt_tokens == 0
+
+
+def test_generation_runs_past_the_context_window(model, tokenizer):
+    text = generate(model, tokenizer, "Once upon a time", max_tokens=3 * CONTEXT, seed=1, stop_at_eot=False)
+    assert len(tokenizer.encode(text, on_unknown="ignore")) >= 3 * CONTEXT // 2  # merges may rejoin pieces
+
+
+def test_bad_arguments_are_user_errors(model, tokenizer):
+    with pytest.raises(MlxstoryError, match="max_tokens"):
+        list(stream_generate(model, tokenizer, "Tom", max_tokens=0))
+    with pytest.raises(MlxstoryError, match="temperature"):
+        list(stream_generate(model, tokenizer, "Tom", temperature=-1.0))
+    with pytest.raises(MlxstoryError, match="mode"):
+        next(generate_tokens(model, [1], sampler=make_sampler(0.0), key=mx.random.key(0), mode="fast"))
