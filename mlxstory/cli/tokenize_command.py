@@ -1,0 +1,78 @@
+"""`mlxstory tokenize`: read a data source, train the tokenizer on its train split, write a token store."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlxstory.cli.app import app
+
+
+@contextmanager
+def progress_bars() -> Iterator[Callable[[str], Callable[[int, int], None]]]:
+    """`bar(description)` makes a `progress(done, total)` callback whose bar appears on its first call.
+
+    One rich display on stderr for all bars (rich allows one live display at a time); silent when stderr is
+    not a terminal, so logs and pipes stay clean.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    console = Console(stderr=True)
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as display:
+
+        def bar(description: str) -> Callable[[int, int], None]:
+            task: list = []
+
+            def update(done: int, total: int) -> None:
+                if not task:
+                    task.append(display.add_task(description, total=total))
+                display.update(task[0], completed=done, total=total)
+
+            return update
+
+        yield bar
+
+
+@app.command("tokenize")
+def tokenize(
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data",
+            metavar="SOURCE",
+            help="A .parquet (column `text`, else the first string column), .txt (stories split on "
+            "<|endoftext|> or blank lines) or .jsonl (`text` field) file, a folder of .parquet files, "
+            "`tinystories-10k` (Hugging Face hub, cached) or `demo` (the built-in generated corpus).",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Folder for the token store.")],
+    vocab_size: Annotated[
+        int, typer.Option("--vocab-size", metavar="N", help="Tokens in the vocabulary, specials included.")
+    ] = 2048,
+    val_fraction: Annotated[
+        float, typer.Option("--val-fraction", help="Share of the stories held out for validation.")
+    ] = 0.1,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the train/val split.")] = 1337,
+) -> None:
+    """Train a BPE tokenizer on the train split of SOURCE and write the token store to DIR.
+
+    Writes tokenizer.ron, tokens.bin, stories.npy and manifest.json; the split is by story, seeded.
+    """
+    from mlxstory.sources import load_texts
+    from mlxstory.token_store import build_token_store
+
+    start = time.perf_counter()
+    source = load_texts(data)
+    with progress_bars() as bar:
+        store = build_token_store(
+            out, source, vocab_size, val_fraction=val_fraction, seed=seed,
+            on_train_progress=bar("training tokenizer (merges)"), on_encode_progress=bar("encoding stories"),
+        )
+    typer.echo(f"wrote {store.summary()} in {time.perf_counter() - start:.1f} s", err=True)

@@ -1,0 +1,95 @@
+"""`mlxstory tokenize` end to end through the CLI, on real stories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from mlxstory import sources
+from mlxstory.cli import app
+from mlxstory.token_store import TokenStore, split_indices
+from mlxstory.tokenizer import Tokenizer
+
+
+@pytest.fixture()
+def small_parquet(tmp_path: Path, sample_texts: list[str]) -> Path:
+    path = tmp_path / "small.parquet"
+    pq.write_table(pa.table({"text": sample_texts[:300]}), path)
+    return path
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, ["tokenize", *args])
+
+
+def test_tokenize_writes_a_store_that_opens(tmp_path: Path, small_parquet: Path) -> None:
+    out = tmp_path / "store"
+    result = invoke("--data", str(small_parquet), "--vocab-size", "300", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "270 train / 30 val stories" in result.stderr and "vocab 300" in result.stderr
+    store = TokenStore.open(out)
+    assert store.tokenizer.vocab_size == 300 and store.source == str(small_parquet)
+    assert Tokenizer.load(out / "tokenizer.ron").merges == store.tokenizer.merges
+
+
+def test_tokenize_options_reach_the_split(tmp_path: Path, small_parquet: Path) -> None:
+    args = ["--data", str(small_parquet), "--vocab-size", "300"]
+    assert invoke(*args, "--out", str(tmp_path / "a"), "--val-fraction", "0.2", "--seed", "5").exit_code == 0
+    assert invoke(*args, "--out", str(tmp_path / "b"), "--val-fraction", "0.2", "--seed", "6").exit_code == 0
+    a, b = TokenStore.open(tmp_path / "a"), TokenStore.open(tmp_path / "b")
+    assert a.split_story_count("val") == b.split_story_count("val") == 60
+    assert a.manifest["split"]["seed"] == 5
+    assert a.manifest["tokens_sha256"] != b.manifest["tokens_sha256"]
+
+
+def test_full_sample_with_vocab_512(tmp_path: Path, sample_parquet: Path, sample_texts: list[str]) -> None:
+    out = tmp_path / "full"
+    result = invoke("--data", str(sample_parquet), "--vocab-size", "512", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    store = TokenStore.open(out)
+    assert store.split_story_count("train") == 2205 and store.split_story_count("val") == 245
+    texts = [text.strip() for text in sample_texts]
+    assert store.manifest["total"]["bytes"] == sum(len(text.encode()) for text in texts)
+    # The tokenizer saw only the train stories: val characters outside them become <|unk|>.
+    train_idx, val_idx = split_indices(len(texts), 0.1, 1337)
+    train_chars = set("".join(texts[i] for i in train_idx))
+    unseen = sum(c not in train_chars for i in val_idx for c in texts[i])
+    assert set(store.tokenizer.alphabet) == train_chars
+    assert store.manifest["splits"]["val"]["unknown_chars"] == unseen
+
+
+def test_demo_source(tmp_path: Path) -> None:
+    result = invoke("--data", "demo", "--vocab-size", "300", "--out", str(tmp_path / "demo"))
+    assert result.exit_code == 0, result.output
+    assert TokenStore.open(tmp_path / "demo").manifest["source"] == "demo"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--data", "missing.parquet"], "data source not found"),
+        (["--data", "demo", "--vocab-size", "10"], "but the requested token count was 10"),
+        (["--data", "demo", "--val-fraction", "1.5"], "--val-fraction must be between 0 and 1"),
+    ],
+)
+def test_bad_input_is_one_error_line(tmp_path: Path, args: list[str], expected: str) -> None:
+    result = invoke(*args, "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and expected in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_offline_hub_names_data_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline() -> Path:
+        raise LocalEntryNotFoundError("outgoing traffic has been disabled")
+
+    monkeypatch.setattr(sources, "download_tinystories", offline)
+    result = invoke("--data", "tinystories-10k", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1 and "--data" in result.stderr and "tinystories-10k" in result.stderr
+    assert not (tmp_path / "out").exists()
