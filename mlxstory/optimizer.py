@@ -12,7 +12,7 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten, tree_map, tree_reduce, tree_unflatten
+from mlx.utils import tree_flatten, tree_map, tree_map_with_path, tree_reduce
 
 from mlxstory.errors import CheckpointError
 
@@ -119,7 +119,9 @@ class AdamW:
                     f"{where}: {name} has shape {tuple(flat[name].shape)}, "
                     f"the model needs {tuple(value.shape)}"
                 )
-        restored = tree_unflatten(list(flat.items()))
-        self.state["step"] = restored["step"].astype(mx.int32)
-        self.state["m"] = restored["m"]
-        self.state["v"] = restored["v"]
+        # Refill the existing structure: unflattening would drop empty containers (dropout modules).
+        self.state["step"] = flat["step"].astype(mx.int32)
+        for moment in ("m", "v"):
+            self.state[moment] = tree_map_with_path(
+                lambda path, _: flat[path], self.state[moment], path=moment
+            )

@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import mlxstory  # noqa: F401  isort: skip  (loads MKL before mlx.core)
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+
+from mlxstory.checkpoint import load_model, read_latest
+from mlxstory.config import ModelConfig, TrainConfig, load_preset
+from mlxstory.events import CheckpointSaved, EvalCompleted, RunFinished, RunStarted, StepCompleted
+from mlxstory.metrics_log import read_metrics
+from mlxstory.run_dir import create_run
+from mlxstory.sources import SourceTexts
+from mlxstory.train import TrainingControl, train
+
+
+@pytest.fixture(scope="module")
+def small_corpus(sample_texts: list[str]) -> SourceTexts:
+    return SourceTexts(sample_texts[:400], "sample-400", "400 TinyStories sample stories")
+
+
+def configs(**train_overrides) -> tuple[ModelConfig, TrainConfig]:
+    """The tiny preset at a test size: 8 windows of 32 tokens per step."""
+    model, train_config = load_preset("tiny")
+    model = replace(model, vocab_size=384, context_length=32)
+    train_config = replace(train_config, contexts_per_batch=8, evaluation_iterations=2, warmup_iterations=2,
+                           training_iterations=6, evaluation_interval=3)
+    return model, replace(train_config, **train_overrides)
+
+
+def make_run(path: Path, corpus: SourceTexts, model: ModelConfig, train_config: TrainConfig) -> Path:
+    create_run(path, model_config=model, train_config=train_config, preset="tiny", texts=corpus)
+    return path
+
+
+def parameters(model) -> dict[str, np.ndarray]:
+    return {name: np.array(value) for name, value in tree_flatten(model.parameters())}
+
+
+def test_a_short_run_emits_events_writes_metrics_and_a_loadable_checkpoint(tmp_path, small_corpus):
+    run = make_run(tmp_path / "run", small_corpus, *configs())
+    events = list(train(run))
+
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["RunStarted"] + ["StepCompleted"] * 3 + ["EvalCompleted", "CheckpointSaved"] \
+        + ["StepCompleted"] * 3 + ["EvalCompleted", "CheckpointSaved", "RunFinished"]
+    start, done = events[0], events[-1]
+    assert isinstance(start, RunStarted) and start.total_steps == 6 and start.tokens_per_step == 8 * 32
+    assert isinstance(done, RunFinished) and done.reason == "completed"
+    steps = [e for e in events if isinstance(e, StepCompleted)]
+    assert [e.step for e in steps] == [1, 2, 3, 4, 5, 6]
+    assert all(e.tokens_per_second > 0 and e.grad_norm > 0 and e.peak_memory_bytes > 0 for e in steps)
+    assert steps[1].lr == pytest.approx(2e-3)  # warmup of 2 reaches the tiny preset's peak
+
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in records] == [e.kind for e in events]
+    step_record = next(r for r in records if r["event"] == "step")
+    assert {"step", "loss", "lr", "tokens_per_second"} <= set(step_record)
+    eval_record = next(r for r in records if r["event"] == "eval")
+    assert {"step", "train_loss", "val_loss"} <= set(eval_record)
+
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.safetensors")) == [
+        "step-000003.optimizer.safetensors", "step-000003.safetensors",
+        "step-000006.optimizer.safetensors", "step-000006.safetensors",
+    ]
+    loaded = load_model(run)
+    assert loaded.step == 6 and not loaded.model.training
+    assert loaded.tokenizer.vocab_size == 384
+    last_eval = [e for e in events if isinstance(e, EvalCompleted)][-1]
+    assert done.checkpoint == str(loaded.checkpoint_path)
+    # The loaded weights are the trained ones: they reproduce the final eval exactly.
+    assert read_latest(run)["val_loss"] == pytest.approx(last_eval.val_loss)
+
+
+def stop_after(events, step: int, control: TrainingControl):
+    for event in events:
+        if isinstance(event, StepCompleted) and event.step == step:
+            control.request_stop()
+        yield event
+
+
+def test_stop_and_resume_gives_the_same_weights_as_one_uninterrupted_run(tmp_path, small_corpus):
+    model_config, train_config = configs(training_iterations=12, evaluation_interval=4)
+    model_config = replace(model_config, embedding_dropout=0.1, attention_dropout=0.1,
+                           feed_forward_dropout=0.1, residual_dropout=0.1)  # dropout must resume exactly too
+    straight = make_run(tmp_path / "straight", small_corpus, model_config, train_config)
+    list(train(straight))
+
+    halves = make_run(tmp_path / "halves", small_corpus, model_config, train_config)
+    control = TrainingControl()
+    first = list(stop_after(train(halves, control=control), 6, control))
+    assert isinstance(first[-1], RunFinished) and first[-1].reason == "interrupted"
+    assert f"--resume {halves}" in first[-1].message
+    assert read_latest(halves)["step"] == 6
+    second = list(train(halves, resume=True))
+    assert second[0].start_step == 6 and second[-1].reason == "completed"
+
+    expected, got = parameters(load_model(straight).model), parameters(load_model(halves).model)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], rtol=0, atol=1e-6, err_msg=name)
+    # Both attempts' records are in the log; the resumed run's RunStarted says where it restarted.
+    starts = [e for e in read_metrics(halves / "metrics.jsonl").events if isinstance(e, RunStarted)]
+    assert [e.start_step for e in starts] == [0, 6]
+
+
+def test_gradient_accumulation_equals_one_batch_of_the_same_windows(tmp_path, small_corpus):
+    # Two micro-batches of 4 windows draw exactly the 8 windows one batch of 8 draws.
+    model_config, _ = configs()
+    whole = make_run(tmp_path / "whole", small_corpus, model_config, configs(training_iterations=3)[1])
+    micro = make_run(tmp_path / "micro", small_corpus, model_config,
+                     configs(training_iterations=3, contexts_per_batch=4, gradient_accumulation=2)[1])
+    whole_steps = [e for e in train(whole) if isinstance(e, StepCompleted)]
+    micro_steps = [e for e in train(micro) if isinstance(e, StepCompleted)]
+    assert micro_steps[0].loss == pytest.approx(whole_steps[0].loss, rel=1e-5)
+    assert micro_steps[-1].grad_norm == pytest.approx(whole_steps[-1].grad_norm, rel=1e-4)
+    a, b = parameters(load_model(whole).model), parameters(load_model(micro).model)
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], atol=1e-5, err_msg=name)
+
+
+def test_an_exploding_learning_rate_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, small_corpus):
+    model_config, train_config = configs(training_iterations=40, evaluation_interval=2)
+    run = make_run(tmp_path / "run", small_corpus, model_config, train_config)
+    control = TrainingControl()
+    list(stop_after(train(run, control=control), 2, control))
+    good = read_latest(run)
+    assert good["step"] == 2
+
+    (run / "train.ron").write_text((run / "train.ron").read_text().replace("learning_rate: 0.002",
+                                                                           "learning_rate: 1e30"))
+    events = list(train(run, resume=True))
+    done = events[-1]
+    assert done.reason == "diverged"
+    assert "diverged" in done.message and "--lr" in done.message
+    assert done.checkpoint.endswith("step-000002.safetensors")
+    assert read_latest(run)["step"] == 2
+    assert not any(isinstance(e, CheckpointSaved) for e in events)
+    assert load_model(run).step == 2
+    assert all(line.strip() for line in (run / "metrics.jsonl").read_text().splitlines())
+    assert read_metrics(run / "metrics.jsonl").warnings == []  # no NaN written as invalid JSON
+
+
+def test_pause_and_save_now_from_another_thread(tmp_path, small_corpus):
+    run = make_run(tmp_path / "run", small_corpus, *configs(evaluation_interval=100))
+    control = TrainingControl()
+    seen = []
+    for event in train(run, control=control):
+        seen.append(event)
+        if isinstance(event, StepCompleted) and event.step == 2:
+            control.pause()
+            control.request_save()
+            threading.Timer(0.5, control.resume).start()
+    saved = [e for e in seen if isinstance(e, CheckpointSaved)]
+    assert [(e.step, e.val_loss) for e in saved[:1]] == [(2, None)]  # saved while paused, no eval
+    assert seen[-1].reason == "completed" and saved[-1].step == 6
+
+
+def test_a_new_run_refuses_to_train_over_existing_checkpoints(tmp_path, small_corpus):
+    from mlxstory.errors import MlxstoryError
+
+    run = make_run(tmp_path / "run", small_corpus, *configs(training_iterations=3))
+    list(train(run))
+    with pytest.raises(MlxstoryError, match="--resume"):
+        next(train(run))
+
+
+def test_resuming_a_finished_run_says_how_to_go_further(tmp_path, small_corpus):
+    run = make_run(tmp_path / "run", small_corpus, *configs(training_iterations=3))
+    list(train(run))
+    events = list(train(run, resume=True))
+    assert events[-1].reason == "completed" and "--iterations" in events[-1].message
+    assert mx.default_device() is not None
