@@ -7,6 +7,7 @@ Workers never touch widgets: they post `ItemArrived` messages, and the app folds
 
 from __future__ import annotations
 
+import sys
 import traceback
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,9 +20,18 @@ from textual.message import Message
 from textual.widgets import Footer
 from textual.worker import get_current_worker
 
-from mlxstory.events import EvalCompleted, Event, RunFinished, SampleGenerated
+from mlxstory.errors import MlxstoryError
+from mlxstory.events import Event, RunFinished, SampleGenerated
 
-from .sources import Cancelled, Item, RunDirSource, SampleFinished, SamplePiece, SampleStarted
+from .sources import (
+    SAMPLE_MAX_TOKENS,
+    Cancelled,
+    Item,
+    RunDirSource,
+    SampleFinished,
+    SamplePiece,
+    SampleStarted,
+)
 from .state import DashboardState, LogLine
 from .widgets import (
     DEFAULT_PROMPT,
@@ -56,6 +66,7 @@ class DashboardApp(App[RunFinished | None]):
         Binding("g", "generate", "Generate"),
         Binding("e", "edit_prompt", "Edit prompt"),
         Binding("q", "quit_run", "Quit"),
+        Binding("ctrl+q", "quit_run", "Quit", show=False),
         Binding("escape", "cancel_edit", "Cancel", show=False),
     ]
 
@@ -80,6 +91,9 @@ class DashboardApp(App[RunFinished | None]):
         self._paused = False
         self._quitting = False
         self.source_done = False
+        self.failure: str | None = None
+        if source.live:
+            source.prompt = prompt  # type: ignore[attr-defined]
 
     def compose(self) -> ComposeResult:
         yield RunHeader(id="header")
@@ -138,9 +152,13 @@ class DashboardApp(App[RunFinished | None]):
 
     def on_dashboard_app_source_ended(self, message: SourceEnded) -> None:
         self.source_done = True
+        self.refresh_bindings()
         if message.error:
+            self.failure = message.error
             self.state.status = "error"
             self.log_line(LogLine("error", message.error))
+            if self.source.live:
+                self.log_line(LogLine("error", self.saved_note()))
             self._refresh_panels()
         if self._quitting:
             self.exit(self.state.finished)
@@ -148,6 +166,8 @@ class DashboardApp(App[RunFinished | None]):
     @on(GenerationPane.PromptChanged)
     def _prompt_changed(self, message: GenerationPane.PromptChanged) -> None:
         self._prompt = message.prompt
+        if self.source.live:
+            self.source.prompt = message.prompt  # type: ignore[attr-defined]
         self.action_generate()
 
     def apply_events(self, events: list[Event]) -> None:
@@ -159,8 +179,6 @@ class DashboardApp(App[RunFinished | None]):
                 generation = self.query_one(GenerationPane)
                 if not generation.streaming:
                     generation.show_sample(f"sample · step {event.step}", event.text)
-            elif isinstance(event, EvalCompleted) and self.source.live:
-                self._sample_live()
         self._refresh_panels()
 
     def _refresh_panels(self) -> None:
@@ -174,6 +192,15 @@ class DashboardApp(App[RunFinished | None]):
 
     def log_line(self, line: LogLine) -> None:
         self.query_one(LogPane).add(line)
+
+    def saved_note(self) -> str:
+        """Where the run stands on disk, for a user whose training just stopped."""
+        latest = self.state.latest
+        run = self.source.run_dir
+        if latest is None:
+            return f"no checkpoint was saved in {run}"
+        resume = f"mlxstory train --resume {run}"
+        return f"last checkpoint {latest.path} (step {latest.step}); resume with: {resume}"
 
     # Actions ----------------------------------------------------------------------------------------
 
@@ -203,16 +230,11 @@ class DashboardApp(App[RunFinished | None]):
         if self.query_one(GenerationPane).streaming:
             self.notify("a sample is already streaming", timeout=2)
             return
-        if self.source.live:
-            if self.source_done:
-                self.notify("training has ended: sample with `mlxstory generate --run`", timeout=3)
+        if self.source.live and not self.source_done:
+            if self.source.request_sample(self._prompt):  # type: ignore[attr-defined]
+                self.log_line(LogLine("info", "sampling from the weights after this step…"))
                 return
-            self._sample_live()
-        else:
-            self._sample_from_checkpoint(self._prompt)
-
-    def _sample_live(self) -> None:
-        self.source.request_sample(self._prompt)  # type: ignore[attr-defined]
+        self._sample_from_checkpoint(self._prompt)
 
     def action_edit_prompt(self) -> None:
         self.query_one(GenerationPane).edit_prompt()
@@ -238,3 +260,34 @@ class DashboardApp(App[RunFinished | None]):
 def run_dashboard(run_dir: str | Path, *, follow: bool = True) -> RunFinished | None:
     """`mlxstory dashboard RUN_DIR`: replay the run's metrics, follow them while it runs."""
     return DashboardApp(RunDirSource(Path(run_dir), follow=follow)).run()
+
+
+def run_training_dashboard(
+    run_dir: str | Path,
+    *,
+    control: Any = None,
+    prompt: str = DEFAULT_PROMPT,
+    sample_tokens: int = SAMPLE_MAX_TOKENS,
+    **train_options: Any,
+) -> RunFinished | None:
+    """`mlxstory train` in a terminal: train the run in `run_dir` (made by `create_run`) in the dashboard.
+
+    `train_options` (resume, device, group, keep_checkpoints) go to `mlxstory.train.train`, which runs
+    in the app's worker thread. Returns the run's final `RunFinished` (None if the user closed the app
+    before training started). After the app closes, one line on stderr says where the run is saved
+    and how to continue it. If training raised, that is re-raised as a one-line `MlxstoryError`
+    naming the last checkpoint, after the screen is restored.
+    """
+    from .live import TrainingSource
+
+    source = TrainingSource(run_dir, control=control, sample_tokens=sample_tokens,
+                            train_options=train_options)
+    app = DashboardApp(source, prompt=prompt)
+    finished = app.run()
+    if app.failure is not None:
+        raise MlxstoryError(f"training failed: {app.failure}; {app.saved_note()}")
+    if finished is not None and finished.reason == "interrupted":
+        print(f"training stopped at step {finished.step}; {app.saved_note()}", file=sys.stderr)
+    elif finished is not None and finished.reason == "diverged":
+        print(f"training diverged: {finished.message}", file=sys.stderr)
+    return finished

@@ -66,6 +66,22 @@ def stream_sample(
     yield SampleFinished(f"{count} tokens · {rate:.0f} tok/s · {finish}")
 
 
+def sample_checkpoint(
+    path: Path, prompt: str, *, title: str | None, cancelled: Cancelled, max_tokens: int = SAMPLE_MAX_TOKENS
+) -> Iterator[Item]:
+    """Load a checkpoint (a run's latest, or one file) in this thread and stream a sample from it."""
+    from mlxstory.checkpoint import load_model
+
+    try:
+        loaded = load_model(path)
+    except MlxstoryError as error:
+        yield [Warning(f"cannot sample: {error}")]
+        return
+    title = title or f"sample · step {loaded.step}"
+    yield from stream_sample(loaded.model, loaded.tokenizer, prompt, title=title, cancelled=cancelled,
+                             max_tokens=max_tokens)
+
+
 class RunDirSource:
     """Replays `RUN/metrics.jsonl`, then follows it while the run is still being written.
 
@@ -102,12 +118,4 @@ class RunDirSource:
             yield [Warning(f"{self.metrics_path.name} ends in an incomplete line (ignored)")]
 
     def sample(self, prompt: str, cancelled: Cancelled) -> Iterator[Item]:
-        from mlxstory.checkpoint import load_model
-
-        try:
-            loaded = load_model(self.run_dir)
-        except MlxstoryError as error:
-            yield [Warning(f"cannot sample: {error}")]
-            return
-        title = f"sample · {Path(str(loaded.checkpoint_path)).name}"
-        yield from stream_sample(loaded.model, loaded.tokenizer, prompt, title=title, cancelled=cancelled)
+        yield from sample_checkpoint(self.run_dir, prompt, title=None, cancelled=cancelled)
