@@ -245,7 +245,7 @@ class Tokenizer:
         return ron.Struct({
             "format_version": FORMAT_VERSION,
             "alphabet": [ron.Char(c) for c in self.alphabet],
-            "merges": [ron.Struct({"from": (a, b), "to": z}) for (a, b), z in self.merges],
+            "merges": [[a, b, z] for (a, b), z in self.merges],  # [left, right, new id], in merge order
             "special_tokens": dict(self.special_tokens),
             "split_pattern": self.split_pattern,
             "do_not_merge": [ron.Char(c) for c in self.do_not_merge],
@@ -282,7 +282,7 @@ class Tokenizer:
         if value["format_version"] != FORMAT_VERSION:
             raise TokenizerError(f"format version {value['format_version']}, this mlxstory reads "
                                  f"{FORMAT_VERSION}")
-        merges = [((m["from"][0], m["from"][1]), m["to"]) for m in value["merges"]]
+        merges = [((a, b), z) for a, b, z in value["merges"]]
         special = dict(value["special_tokens"])
         tokenizer = cls(list(value["alphabet"]), merges, do_not_merge="".join(value["do_not_merge"]),
                         special_tokens=list(special))

@@ -205,7 +205,8 @@ def test_save_load_keeps_a_custom_do_not_merge_set(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("edit", "expected"), [
     (lambda s: s.replace("format_version: 1", "format_version: 7"), "format version 7"),
     (lambda s: s.replace("<|endoftext|>\": 10", "<|endoftext|>\": 3"), "special token ids"),
-    (lambda s: s.replace("to: 5", "to: 6"), "merge #0"),
+    (lambda s: s.replace("[4, 1, 5]", "[4, 1, 6]"), "merge #0"),
+    (lambda s: s.replace("[4, 1, 5]", "[4, 1]"), "bad or missing field"),
     (lambda s: s.replace("split_pattern", "pattern"), "split_pattern"),
     (lambda s: s[: len(s) // 2], r"t\.ron:\d+:\d+: "),
     (lambda s: "[1, 2]", "format_version"),
