@@ -105,6 +105,8 @@ _NUMBER = re.compile(
 )
 _INT_CHARS = re.compile(r"[0-9\s,-]*")  # a list that may be plain ints only
 _STR_CHUNK = re.compile(r'[^"\\]+')
+_RAW_OPEN = re.compile(r'r(#*)"')
+_UNICODE_ESCAPE = re.compile(r"\{([0-9A-Fa-f]{1,6})\}|([0-9A-Fa-f]{4})")  # \u{1F600} or \u00e9
 _EXTENSION = re.compile(r"#!\[\s*enable\s*\(\s*(?:[A-Za-z_]\w*\s*(?:,\s*[A-Za-z_]\w*\s*)*,?\s*)?\)\s*\]")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "b": "\b", "f": "\f",
             "\\": "\\", '"': '"', "'": "'", "/": "/"}
@@ -228,7 +230,7 @@ class _Parser:
             except TypeError:
                 raise self.error("a map key cannot be a list, map or struct", start) from None
             if duplicate:
-                raise self.error(f"duplicate map key {key!r}", start)
+                raise self.error(f"duplicate map key {repr(key)[:60]}", start)
             self.expect(":", "after a map key")
             result[key] = self.value()
 
@@ -326,7 +328,7 @@ class _Parser:
                 raise self.error("\\x needs two hex digits", start)
             return chr(int(digits, 16))
         if kind == "u":
-            match = re.compile(r"\{([0-9A-Fa-f]{1,6})\}|([0-9A-Fa-f]{4})").match(self.text, start + 2)
+            match = _UNICODE_ESCAPE.match(self.text, start + 2)
             if not match:
                 raise self.error("\\u needs hex digits like \\u{1F600}", start)
             code = int(match.group(1) or match.group(2), 16)
@@ -357,15 +359,15 @@ class _Parser:
 
     def raw_string(self) -> str:
         start = self.pos
-        hashes = len(self.text) - len(self.text[start + 1:].lstrip("#")) - start - 1
-        open_end = start + 1 + hashes
-        if self.text[open_end:open_end + 1] != '"':
+        opening = _RAW_OPEN.match(self.text, start)
+        if not opening:
             raise self.error("expected '\"' after r and #s of a raw string", start)
-        close = self.text.find('"' + "#" * hashes, open_end + 1)
+        terminator = '"' + opening.group(1)
+        close = self.text.find(terminator, opening.end())
         if close < 0:
             raise self.error("unterminated raw string", start)
-        self.pos = close + 1 + hashes
-        return self.text[open_end + 1:close]
+        self.pos = close + len(terminator)
+        return self.text[opening.end():close]
 
     def char(self) -> Char:
         start = self.pos
