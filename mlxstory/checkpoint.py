@@ -153,13 +153,17 @@ def save_checkpoint(
 
 
 def _prune(folder: Path, keep_steps: set[int], keep_last: int) -> None:
-    steps = sorted(int(p.name[5:11]) for p in folder.glob("step-??????.json"))
-    keep = keep_steps | set(steps[-keep_last:])
-    for step in steps:
-        if step not in keep:
-            files = CheckpointFiles.for_step(folder, step)
-            for path in (files.state, files.optimizer, files.weights):  # state first: it marks completeness
-                path.unlink(missing_ok=True)
+    """Remove old checkpoints, and what a killed writer left: files of unfinished steps, temp files."""
+    complete = sorted(int(p.name[5:11]) for p in folder.glob("step-??????.json"))
+    keep = keep_steps | set(complete[-keep_last:])
+    every = {int(p.name[5:11]) for p in folder.glob("step-??????.*") if p.name[5:11].isdigit()}
+    for step in sorted(every - keep):
+        files = CheckpointFiles.for_step(folder, step)
+        for path in (files.state, files.optimizer, files.weights):  # state first: it marks completeness
+            path.unlink(missing_ok=True)
+    for temporary in folder.glob(".*.tmp-*"):
+        if not temporary.name.endswith(f".tmp-{os.getpid()}"):
+            temporary.unlink(missing_ok=True)
 
 
 def read_latest(run_dir: str | Path) -> dict[str, Any] | None:
@@ -255,6 +259,8 @@ def load_model(path: str | Path) -> LoadedModel:
             raise CheckpointError(f"checkpoint {path} does not exist")
         weights_path = path
         run_dir = _run_dir_of(path)
+    elif not path.exists():
+        raise CheckpointError(f"run directory {path} does not exist; check the path")
     else:
         raise CheckpointError(f"{path} is neither a run directory nor a .safetensors checkpoint")
 
