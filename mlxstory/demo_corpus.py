@@ -17,26 +17,54 @@ DEFAULT_COUNT = 10_000
 DEFAULT_SEED = 0
 
 GIRLS = ["Lily", "Mia", "Sue", "Anna", "Emma", "Lucy", "Zoe", "Ella", "Rosa", "Amy", "Kim", "Maya", "Nora",
-         "Ruby", "Sara", "Jane", "Molly", "Daisy", "Ivy", "Lena", "Hannah", "Grace", "Tina", "Pam"]
+         "Ruby", "Sara", "Jane", "Molly", "Daisy", "Ivy", "Lena", "Hannah", "Grace", "Tina", "Pam", "Clara",
+         "Alice", "Julia", "Olivia", "Sophie", "Chloe", "Hazel", "Violet", "Stella", "Luna", "Iris", "Elsie",
+         "Poppy", "Wendy", "Nina", "Fiona", "Greta", "Heidi", "Irene", "Joy", "Kate", "Laura", "Megan",
+         "Nadia", "Penny", "Rita", "Sally", "Tessa", "Uma", "Vera", "Willow", "Yara", "Beth", "Dora"]
 BOYS = ["Tom", "Ben", "Sam", "Max", "Leo", "Jack", "Tim", "Finn", "Joe", "Bob", "Dan", "Alex", "Eli", "Noah",
-        "Owen", "Luke", "Ned", "Ray", "Theo", "Jake", "Adam", "Paul", "Ted", "Carl"]
+        "Owen", "Luke", "Ned", "Ray", "Theo", "Jake", "Adam", "Paul", "Ted", "Carl", "Oliver", "Henry",
+        "Oscar", "Felix", "Hugo", "Arthur", "Simon", "Peter", "Victor", "Walter", "Gus", "Hank", "Ivan",
+        "Jonah", "Kevin", "Liam", "Mason", "Nick", "Otto", "Rudy", "Seth", "Toby", "Wade", "Zack", "Billy",
+        "Charlie", "David", "Ethan", "Frank", "George", "Harry", "Isaac", "Jimmy", "Marco"]
 PET_NAMES = ["Spot", "Pip", "Coco", "Fluffy", "Bubbles", "Rex", "Milo", "Bella", "Sunny", "Buddy", "Daisy",
-             "Patch", "Tiny", "Ginger", "Lucky", "Oscar", "Rosie", "Peanut"]
+             "Patch", "Tiny", "Ginger", "Lucky", "Oscar", "Rosie", "Peanut", "Biscuit", "Pepper", "Muffin",
+             "Socks", "Shadow", "Twinkle", "Button", "Noodle", "Pebble", "Maple", "Honey", "Cookie", "Sparky",
+             "Whiskers", "Snowball", "Pickles", "Bingo", "Ziggy", "Waffles", "Dot", "Scout", "Hopper"]
+# Invented names ("Bimo", "Talu") multiply the names a story can have, as TinyStories' own names do.
+NAME_SOUNDS = ["Ba", "Bi", "Bo", "Da", "Di", "Fa", "Fi", "Go", "Ka", "Ki", "Lo", "Lu", "Ma", "Mi", "Mo", "Na",
+               "Ni", "Pa", "Po", "Ra", "Ri", "Sa", "Ta", "Ti", "To", "Wu", "Ya", "Zo"]
+NAME_ENDINGS = ["", "", "n", "ly", "bo", "mo", "ra", "ki", "lu", "to"]
 ANIMALS = ["cat", "dog", "bunny", "bird", "bear", "duck", "fox", "frog", "mouse", "puppy", "kitten",
-           "squirrel", "pig", "lamb", "owl", "turtle"]
+           "squirrel", "pig", "lamb", "owl", "turtle", "goat", "cow", "horse", "chick", "deer", "hedgehog",
+           "raccoon", "beaver", "panda", "monkey", "parrot", "goose", "hen", "snail", "ladybug", "penguin",
+           "koala", "lion", "tiger", "zebra", "elephant", "giraffe", "dolphin", "seal"]
 TRAITS = ["little", "happy", "kind", "curious", "brave", "shy", "playful", "cheerful", "clever", "gentle",
-          "small", "friendly", "busy", "silly"]
+          "small", "friendly", "busy", "silly", "quiet", "funny", "helpful", "sleepy", "smart", "polite",
+          "honest", "careful", "lively", "caring", "jolly", "patient", "bold", "sweet", "tiny", "young"]
 ACTIVITIES = ["play in the sand", "sing songs", "run in the grass", "look at the stars", "draw pictures",
               "jump in puddles", "read books", "build towers with blocks", "pick flowers",
               "climb small trees", "dance in the sun", "play hide and seek", "ride a red bike",
               "splash in the water", "watch the clouds", "chase butterflies", "bake cookies",
-              "count the birds"]
-COLORS = ["red", "blue", "yellow", "green", "pink", "purple", "orange", "white", "brown", "gold"]
-LOOKS = ["shiny", "soft", "big", "little", "new", "old", "striped", "spotted", *COLORS]
+              "count the birds", "paint with bright colors", "play tag", "collect pretty leaves",
+              "make mud pies", "listen to stories", "skip along the path", "hum little tunes",
+              "feed the ducks", "roll down the hill", "blow bubbles", "look for bugs", "plant seeds",
+              "play the piano", "fold paper boats", "throw pebbles into the pond", "swing very high",
+              "spin in circles", "whistle with a blade of grass", "wear funny hats", "tell jokes",
+              "help in the kitchen", "water the plants", "build sandcastles", "hop like a frog"]
+COLORS = ["red", "blue", "yellow", "green", "pink", "purple", "orange", "white", "brown", "gold", "silver",
+          "black", "gray"]
+LOOKS = ["shiny", "soft", "big", "little", "new", "old", "striped", "spotted", "fuzzy", "round", "tiny",
+         "sparkly", "bumpy", "smooth", "special", "pretty", "wooden", "squeaky", *COLORS]
 TOYS = ["ball", "kite", "doll", "teddy bear", "toy car", "hat", "boat", "drum", "book", "stone", "ribbon",
-        "balloon", "truck", "train", "whistle", "blanket", "box of crayons", "toy robot", "scarf", "shell"]
-BREAKABLE = ["doll", "toy car", "boat", "drum", "truck", "train", "whistle", "toy robot", "kite", "cup"]
-THROWABLE = ["ball", "kite", "hat", "balloon", "teddy bear", "doll", "scarf", "ribbon", "shoe", "frisbee"]
+        "balloon", "truck", "train", "whistle", "blanket", "box of crayons", "toy robot", "scarf", "shell",
+        "puzzle", "yo-yo", "spinning top", "toy plane", "jump rope", "marble", "flute", "wagon", "bucket",
+        "shovel", "umbrella", "backpack", "bracelet", "puppet", "toy horse", "paintbrush", "lunchbox",
+        "rubber duck", "toy dinosaur", "pinwheel", "bell", "map", "mitten", "crown", "feather"]
+BREAKABLE = ["doll", "toy car", "boat", "drum", "truck", "train", "whistle", "toy robot", "kite", "cup",
+             "toy plane", "wagon", "flute", "puppet", "toy horse", "pinwheel", "lunchbox", "crown", "bowl",
+             "music box", "clock", "spinning top", "toy dinosaur", "umbrella", "sand castle"]
+THROWABLE = ["ball", "kite", "hat", "balloon", "teddy bear", "doll", "scarf", "ribbon", "shoe", "frisbee",
+             "mitten", "feather", "toy plane", "puppet", "rubber duck", "bracelet", "sock", "paper plane"]
 PLACES = {
     "park": ["under the slide", "behind the swings", "near the big tree", "in the sandbox", "under a bench"],
     "garden": ["under a bush", "between the flowers", "behind the watering can", "near the tall sunflowers",
@@ -53,16 +81,41 @@ PLACES = {
                "by a little pond"],
     "playground": ["under the slide", "near the seesaw", "behind the climbing frame", "in the sand",
                    "next to the gate"],
+    "lake": ["by the wooden dock", "under a willow tree", "near the reeds", "behind a boat",
+             "on a flat rock"],
+    "zoo": ["near the monkey house", "behind a big sign", "by the duck pond", "under a bench",
+            "next to the ice cream stand"],
+    "hill": ["behind a big rock", "under a lonely tree", "in the long grass", "near the old fence",
+             "by a patch of clover"],
+    "village": ["by the well", "behind the bakery", "under the bridge", "near the market", "by the church"],
+    "orchard": ["under an apple tree", "behind a basket", "in the grass", "near the ladder",
+                "between two pear trees"],
+    "river": ["under the bridge", "behind the tall reeds", "on a mossy rock", "near the stepping stones",
+              "by the old mill"],
+    "school": ["under a desk", "behind the bookshelf", "in the sandbox", "near the big window",
+               "by the coat hooks"],
+    "library": ["behind a tall shelf", "under a reading chair", "near the picture books", "by the window",
+                "next to the globe"],
 }
-GROWNUPS = [("mom", "she"), ("dad", "he"), ("grandma", "she"), ("grandpa", "he"), ("aunt", "she"),
-            ("uncle", "he")]
-WEATHER = ["sunny", "warm", "bright", "windy", "cool", "lovely", "clear", "cloudy"]
+# (role, pronoun, how the story names them): "his mom" ... "Mom said"; "her aunt" ... "Aunt Rosa said".
+GROWNUPS = [("mom", "she", "Mom"), ("dad", "he", "Dad"), ("grandma", "she", "Grandma"),
+            ("grandpa", "he", "Grandpa"), ("aunt", "she", "Aunt {girl}"), ("uncle", "he", "Uncle {boy}"),
+            ("teacher", "she", "Miss {girl}"), ("neighbor", "he", "Mr. {family}"),
+            ("neighbor", "she", "Mrs. {family}")]
+FAMILY_NAMES = ["Brown", "Green", "Hill", "Wood", "Bell", "Gray", "Stone", "Baker", "Fisher", "Rose"]
+WEATHER = ["sunny", "warm", "bright", "windy", "cool", "lovely", "clear", "cloudy", "crisp", "breezy",
+           "golden", "quiet", "snowy", "foggy", "hot"]
 TIMES = ["One day", "One sunny day", "One morning", "One afternoon", "One bright morning", "Later that day",
-         "One warm day", "On a windy day"]
-FEELINGS_GOOD = ["happy", "glad", "proud", "excited", "thankful"]
-FEELINGS_BAD = ["sad", "upset", "worried", "scared", "unhappy"]
-SNACKS = ["cookies", "apples", "sandwiches", "cake", "grapes", "warm bread", "juice", "cheese"]
-TREATS = ["a hug", "a big smile", "a cookie", "a warm cup of milk", "a kiss on the head"]
+         "One warm day", "On a windy day", "One Saturday", "One Sunday morning", "The next day",
+         "One summer day", "One winter morning", "One spring day", "One autumn afternoon", "After lunch",
+         "Early one morning", "One evening"]
+FEELINGS_GOOD = ["happy", "glad", "proud", "excited", "thankful", "cheerful", "calm", "joyful", "warm inside"]
+FEELINGS_BAD = ["sad", "upset", "worried", "scared", "unhappy", "grumpy", "lonely", "nervous", "gloomy"]
+SNACKS = ["cookies", "apples", "sandwiches", "cake", "grapes", "warm bread", "juice", "cheese", "muffins",
+          "pancakes", "berries", "carrots", "pie", "soup", "crackers", "lemonade", "popcorn", "bananas",
+          "cupcakes", "honey toast"]
+TREATS = ["a hug", "a big smile", "a cookie", "a warm cup of milk", "a kiss on the head", "a shiny sticker",
+          "a flower", "half of a sandwich", "a high five", "a drawing"]
 
 
 @dataclass(frozen=True)
@@ -92,7 +145,7 @@ class Character:
 
 def a(word: str) -> str:
     """The word with its indefinite article."""
-    return ("an " if word[0] in "aeiou" else "a ") + word
+    return ("an " if word[0] in "aeiou" or word.startswith("hon") else "a ") + word
 
 
 class _Teller:
@@ -106,8 +159,9 @@ class _Teller:
         while friend.name == self.hero.name:
             friend = self._character()
         self.friend = friend
-        self.grownup, grownup_he = self.c(GROWNUPS)
-        self.adult = Character(self.grownup.capitalize(), self.grownup, grownup_he)  # "Mom said", "his mom"
+        self.grownup, grownup_he, title = self.c(GROWNUPS)
+        title = title.format(girl=self.c(GIRLS), boy=self.c(BOYS), family=self.c(FAMILY_NAMES))
+        self.adult = Character(title, self.grownup, grownup_he)
         self.place = self.c(list(PLACES))
         self.spots = r.sample(PLACES[self.place], 3)
         self.toy = self.c(TOYS)
@@ -120,7 +174,11 @@ class _Teller:
             return Character(self.c(GIRLS), "girl", "she")
         if roll < 0.8:
             return Character(self.c(BOYS), "boy", "he")
-        return Character(self.c(PET_NAMES), self.c(ANIMALS), self.c(["he", "she"]))
+        name = self.c(PET_NAMES) if self.r.random() < 0.5 else self._invented_name()
+        return Character(name, self.c(ANIMALS), self.c(["he", "she"]))
+
+    def _invented_name(self) -> str:
+        return self.c(NAME_SOUNDS) + self.c(NAME_SOUNDS).lower() + self.c(NAME_ENDINGS)
 
     def say(self, who: Character, line: str, verb: str = "said") -> str:
         """Dialogue with the speaker before or after the line, as children's stories do."""
