@@ -102,9 +102,12 @@ def download_tinystories() -> Path:
     kwargs = {"repo_id": TINYSTORIES_REPO, "repo_type": "dataset", "allow_patterns": ["*.parquet"]}
     try:
         folder = Path(snapshot_download(local_files_only=True, **kwargs))
+        shards = sorted(folder.rglob("*.parquet"))
     except LocalEntryNotFoundError:
+        shards = []
+    if not shards:  # not cached, or a cached snapshot without its data files: ask the hub
         folder = Path(snapshot_download(**kwargs))
-    shards = sorted(folder.rglob("*.parquet"))
+        shards = sorted(folder.rglob("*.parquet"))
     if not shards:
         raise FileNotFoundError(f"no parquet files in the {TINYSTORIES_REPO} snapshot at {folder}")
     return shards[0] if len(shards) == 1 else folder

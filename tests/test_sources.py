@@ -177,19 +177,28 @@ def offline_hub_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return cache
 
 
-def test_download_finds_the_parquet_in_the_hf_cache(offline_hub_cache: Path, sample_parquet: Path) -> None:
-    repo = offline_hub_cache / "datasets--flpelerin--tinystories-10k"
+def cached_snapshot(cache: Path) -> Path:
+    """The HF cache layout of the dataset at one revision, with no files in it yet."""
+    repo = cache / "datasets--flpelerin--tinystories-10k"
     snapshot = repo / "snapshots" / "a9c8b52"
     (snapshot / "data").mkdir(parents=True)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("a9c8b52")
+    return snapshot
+
+
+def test_download_finds_the_parquet_in_the_hf_cache(offline_hub_cache: Path, sample_parquet: Path) -> None:
+    snapshot = cached_snapshot(offline_hub_cache)
     (snapshot / "data" / "train-00000-of-00001.parquet").symlink_to(sample_parquet)
     path = sources.download_tinystories()
     assert path == snapshot / "data" / "train-00000-of-00001.parquet"
     assert len(load_texts("tinystories-10k").texts) == 2450
 
 
-def test_download_offline_with_empty_cache_is_one_line_error(offline_hub_cache: Path) -> None:
+@pytest.mark.parametrize("cache", ["empty", "snapshot without data"])
+def test_download_offline_without_cached_data_is_one_line_error(offline_hub_cache: Path, cache: str) -> None:
+    if cache != "empty":
+        cached_snapshot(offline_hub_cache)
     with pytest.raises(DataError) as error:
         load_texts("tinystories-10k")
     assert "--data" in one_line(error)
