@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from rich.console import Group
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -46,6 +44,10 @@ def format_bytes(value: int | None) -> str:
         if value >= limit:
             return f"{value / limit:.1f} {suffix}"
     return f"{value} B"
+
+
+def columns(points: list[tuple[int, float]]) -> tuple[list[int], list[float]]:
+    return [step for step, _ in points], [value for _, value in points]
 
 
 def integer_ticks(low: int, high: int, count: int) -> list[int]:
@@ -130,8 +132,7 @@ class LossChart(PlotextPlot):
         self._train: list[tuple[int, float]] = []
         self._val: list[tuple[int, float]] = []
         self._dirty = True
-        self.redraws = 0
-        self.last_redraw_seconds = 0.0
+        self.point_count = 0  # points plotted at the last redraw, after thinning
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -142,39 +143,27 @@ class LossChart(PlotextPlot):
         self._train, self._val = train, val
         self._dirty = True
 
-    @property
-    def point_count(self) -> int:
-        """Points currently plotted (after downsampling), for tests and the border subtitle."""
-        return self._plotted
-
-    _plotted = 0
-
     def flush(self) -> None:
         if not self._dirty:
             return
         self._dirty = False
-        start = time.perf_counter()
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        limit = max(2 * self.size.width, 40)
-        train = downsample(self._train, limit)
+        limit = max(2 * self.size.width, 40)  # braille: two points per column
+        train, val = downsample(self._train, limit), downsample(self._val, limit)
         if train:
-            steps, losses = zip(*train, strict=True)
-            plt.plot(list(steps), list(losses), label="train", marker="braille", color="cyan")
-        if self._val:
-            val = downsample(self._val, limit)
-            plt.scatter([s for s, _ in val], [v for _, v in val], label="val", marker="●", color="orange")
-        if not train and not self._val:
-            plt.title("waiting for the first step")
-        steps = [s for s, _ in train] + [s for s, _ in self._val]
-        if steps:
-            ticks = integer_ticks(min(steps), max(steps), max(3, self.size.width // 8))
+            plt.plot(*columns(train), label="train", marker="braille", color="cyan")
+        if val:
+            plt.scatter(*columns(val), label="val", marker="●", color="orange")  # one dot per eval
+        if train or val:
+            first, last = min(p[0] for p in train + val), max(p[0] for p in train + val)
+            ticks = integer_ticks(first, last, max(3, self.size.width // 8))
             plt.xticks(ticks, [str(t) for t in ticks])
+        else:
+            plt.title("waiting for the first step")
         plt.xlabel("step")
-        self._plotted = len(train) + len(self._val)
-        self.redraws += 1
-        self.last_redraw_seconds = time.perf_counter() - start
+        self.point_count = len(train) + len(val)
         self.refresh()
 
 
