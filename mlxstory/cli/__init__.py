@@ -13,6 +13,7 @@ from mlxstory.cli.app import app, run_app
 # Importing a command module registers its command on `app`.
 from mlxstory.cli import info_command  # noqa: E402,F401  isort: skip
 from mlxstory.cli import tokenize_command  # noqa: E402,F401  isort: skip
+from mlxstory.cli import train_command  # noqa: E402,F401  isort: skip
 from mlxstory.cli import dashboard_command  # noqa: E402,F401  isort: skip
 
 __all__ = ["app", "main"]

@@ -1,0 +1,209 @@
+"""`mlxstory train`: make (or reopen) a run directory, then train it with the dashboard or console output."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mlxstory.cli.app import app
+from mlxstory.config import DEFAULT_PRESET, PRESETS
+from mlxstory.errors import MlxstoryError
+
+RESUME_CONFLICTS = ("--data", "--preset", "--config", "--train-config", "--out", "--batch-size", "--seed")
+
+
+def next_commands(run: Path) -> str:
+    quoted = shlex.quote(str(run))
+    return "\n".join([
+        "next:",
+        f'  mlxstory generate --run {quoted} "Once upon a time"   # write a story',
+        f"  mlxstory eval --run {quoted}                          # loss, perplexity, bits per byte",
+        f"  mlxstory dashboard {quoted}                           # the curves and samples again",
+    ])
+
+
+def overrides(**values: Any) -> dict[str, Any]:
+    """Train-config fields the user set on the command line (None = not given)."""
+    names = {"iterations": "training_iterations", "lr": "learning_rate", "batch_size": "contexts_per_batch",
+             "eval_interval": "evaluation_interval", "seed": "seed"}
+    return {names[key]: value for key, value in values.items() if value is not None}
+
+
+def choose_data(data: str | None) -> dict[str, Any]:
+    """`create_run` keyword for the data: a token store folder, or the texts of a source."""
+    from mlxstory import sources
+
+    if data is None:
+        return {"texts": sources.load_default_texts()}
+    if Path(data).is_dir() and (Path(data) / "manifest.json").is_file():
+        return {"store_dir": Path(data)}
+    return {"texts": sources.load_texts(data)}
+
+
+def prepare_new_run(
+    *, data: str | None, preset: str, config: Path | None, train_config: Path | None, out: Path | None,
+    fields: dict[str, Any],
+) -> Path:
+    from mlxstory.cli.tokenize_command import progress_bars
+    from mlxstory.config import ModelConfig, TrainConfig, load_config, load_preset
+    from mlxstory.run_dir import check_new_run_path, create_run, default_run_path
+
+    model_config, train_settings = load_preset(preset)
+    if config is not None:
+        model_config = load_config(ModelConfig, config)
+    if train_config is not None:
+        train_settings = load_config(TrainConfig, train_config)
+    train_settings = replace(train_settings, **fields)
+    train_settings.validate()
+    out = out or default_run_path(preset)
+    check_new_run_path(out)  # before reading any data: fail fast, overwrite nothing
+
+    chosen = choose_data(data)
+    with progress_bars() as bar:
+        bars = {"merges": bar("training tokenizer (merges)"), "encode": bar("encoding stories")}
+        run = create_run(out, model_config=model_config, train_config=train_settings, preset=preset,
+                         progress=lambda phase, done, total: bars[phase](done, total), **chosen)
+    return run.path
+
+
+def reopen_run(resume: Path, fields: dict[str, Any]) -> Path:
+    """Apply --iterations / --lr / --eval-interval to a run being resumed (recorded in its train.ron)."""
+    from mlxstory.run_dir import open_run
+
+    run = open_run(resume)
+    if fields:
+        run.train_config = replace(run.train_config, **fields)
+        run.train_config.validate()
+        run.save_train_config()
+    return run.path
+
+
+def train_with_console(run: Path, *, resume: bool, device: str | None) -> Any:
+    """Console progress; the first Ctrl-C finishes the step and saves, a second one aborts."""
+    from mlxstory.console import ConsolePrinter
+    from mlxstory.events import RunFinished
+    from mlxstory.train import TrainingControl, train
+
+    control = TrainingControl()
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        if control.stop_requested:
+            raise KeyboardInterrupt
+        control.request_stop()
+        typer.echo("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", err=True)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    finished = None
+    try:
+        with ConsolePrinter() as printer:
+            for event in train(run, resume=resume, control=control, device=device):
+                printer.handle(event)
+                if isinstance(event, RunFinished):
+                    finished = event
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return finished
+
+
+def train_with_dashboard(run: Path, *, resume: bool, device: str | None) -> Any:
+    try:
+        from mlxstory.tui.app import run_training_dashboard
+    except ImportError as error:
+        typer.echo(f"note: the dashboard is unavailable ({error}); showing console progress", err=True)
+        return train_with_console(run, resume=resume, device=device)
+    return run_training_dashboard(run, resume=resume, device=device)
+
+
+@app.command("train")
+def train_command(
+    data: Annotated[
+        str | None,
+        typer.Option("--data", metavar="SOURCE", show_default="tinystories-10k, or demo when offline",
+                     help="A .parquet/.txt/.jsonl file, a parquet folder, a token store made by `mlxstory "
+                     "tokenize`, `tinystories-10k` (strict: fails offline) or `demo` (built-in corpus)."),
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option("--preset", show_default=DEFAULT_PRESET,
+                     help=f"Model and training sizes: {', '.join(PRESETS)}."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", metavar="MODEL.RON", help="Model config; replaces the preset's."),
+    ] = None,
+    train_config: Annotated[
+        Path | None,
+        typer.Option("--train-config", metavar="TRAIN.RON", help="Training config; replaces the preset's."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", metavar="DIR", show_default="runs/<date>-<time>-<preset>",
+                     help="New run directory (must not exist or be empty)."),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", metavar="RUN", help="Continue this run from its latest checkpoint."),
+    ] = None,
+    iterations: Annotated[
+        int | None, typer.Option("--iterations", help="Training steps in total (overrides the config).")
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option("--lr", help="Peak learning rate (overrides the config).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Contexts per batch (overrides the config).")
+    ] = None,
+    eval_interval: Annotated[
+        int | None, typer.Option("--eval-interval", help="Steps between evaluations and checkpoints.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed for weights, batches and dropout.")] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", metavar="cpu|gpu", show_default="MLX's default device")
+    ] = None,
+    tui: Annotated[
+        bool | None,
+        typer.Option("--tui/--no-tui", show_default="--tui when stdout is a terminal",
+                     help="Live dashboard, or plain progress on stderr."),
+    ] = None,
+) -> None:
+    """Train a story model: tokenize the data into a new run directory, then train with live progress.
+
+    Ctrl-C (or q in the dashboard) finishes the step, saves a checkpoint and exits; --resume RUN continues.
+    """
+    fields = overrides(iterations=iterations, lr=lr, batch_size=batch_size, eval_interval=eval_interval,
+                       seed=seed)
+    if device is not None and device not in ("cpu", "gpu"):
+        raise MlxstoryError(f"--device must be cpu or gpu, got {device!r}")
+    if resume is not None:
+        given = dict(zip(RESUME_CONFLICTS, (data, preset, config, train_config, out,
+                                            batch_size, seed), strict=True))
+        clashing = [name for name, value in given.items() if value is not None]
+        if clashing:
+            raise MlxstoryError(f"{', '.join(clashing)} cannot be combined with --resume: a resumed run "
+                                "keeps its data, model and batches; only --iterations, --lr, --eval-interval "
+                                "and --device may change")
+        run = reopen_run(resume, fields)
+    else:
+        run = prepare_new_run(data=data, preset=preset or DEFAULT_PRESET, config=config,
+                              train_config=train_config, out=out, fields=fields)
+
+    use_tui = sys.stdout.isatty() if tui is None else tui
+    trainer = train_with_dashboard if use_tui else train_with_console
+    finished = trainer(run, resume=resume is not None, device=device)
+    if finished is None:
+        typer.echo(f"the run is in {run}; continue with: mlxstory train --resume {shlex.quote(str(run))}",
+                   err=True)
+        return
+    if finished.reason == "diverged":
+        raise MlxstoryError(finished.message)
+    if finished.reason == "interrupted":
+        if not use_tui:  # the dashboard already said where it saved
+            typer.echo(f"saved; continue with: mlxstory train --resume {shlex.quote(str(run))}", err=True)
+        return
+    typer.echo(next_commands(run), err=True)
