@@ -50,13 +50,18 @@ def split_indices(count: int, val_fraction: float = 0.1, seed: int = 1337) -> tu
 
     Split by story, never inside one, so no val text leaks into training.
     """
-    if not 0.0 < val_fraction < 1.0:
-        raise DataError(f"--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    check_val_fraction(val_fraction)
     if count < 2:
         raise DataError(f"need at least 2 stories to make a train/val split, got {count}; give more data")
     n_val = min(max(1, round(count * val_fraction)), count - 1)
     order = np.random.default_rng(seed).permutation(count)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def check_val_fraction(val_fraction: float) -> None:
+    """Fail before any slow work when no split is possible."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}")
 
 
 def token_dtype(vocab_size: int) -> np.dtype:

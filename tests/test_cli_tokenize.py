@@ -72,11 +72,14 @@ def test_demo_source(tmp_path: Path) -> None:
     ("args", "expected"),
     [
         (["--data", "missing.parquet"], "data source not found"),
-        (["--data", "demo", "--vocab-size", "10"], "but the requested token count was 10"),
-        (["--data", "demo", "--val-fraction", "1.5"], "--val-fraction must be between 0 and 1"),
+        (["--data", "SMALL", "--vocab-size", "10"], "but the requested token count was 10"),
+        (["--data", "SMALL", "--val-fraction", "1.5"], "--val-fraction must be between 0 and 1"),
     ],
 )
-def test_bad_input_is_one_error_line(tmp_path: Path, args: list[str], expected: str) -> None:
+def test_bad_input_is_one_error_line(
+    tmp_path: Path, small_parquet: Path, args: list[str], expected: str
+) -> None:
+    args = [str(small_parquet) if arg == "SMALL" else arg for arg in args]
     result = invoke(*args, "--out", str(tmp_path / "out"))
     assert result.exit_code == 1
     assert result.stderr.startswith("error: ") and expected in result.stderr

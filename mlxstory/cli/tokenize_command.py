@@ -66,9 +66,10 @@ def tokenize(
     Writes tokenizer.ron, tokens.bin, stories.npy and manifest.json; the split is by story, seeded.
     """
     from mlxstory.sources import load_texts
-    from mlxstory.token_store import build_token_store
+    from mlxstory.token_store import build_token_store, check_val_fraction
 
     start = time.perf_counter()
+    check_val_fraction(val_fraction)
     source = load_texts(data)
     with progress_bars() as bar:
         store = build_token_store(
