@@ -157,13 +157,17 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, token_store: Path) -> 
 
 @run_async
 async def test_dashboard_on_a_finished_run_samples_its_latest_checkpoint(trained_run: Path) -> None:
-    app = DashboardApp(RunDirSource(trained_run, follow=False), prompt="The cat")
+    app = DashboardApp(RunDirSource(trained_run, follow=False))
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         assert app.state.status == "completed" and app.state.step == 10
         assert app.query_one(CheckpointsPanel).view.best is not None
-        await pilot.press("g")
         generation = app.query_one(GenerationPane)
-        await wait_until(pilot, lambda: generation.text.startswith("The cat") and not generation.streaming)
+        await pilot.press("g")
+        await wait_until(pilot, lambda: generation.text.startswith(PROMPT) and not generation.streaming)
         assert generation.border_title == "sample · step 10"
+        # `e` edits the prompt (the old one is selected, typing replaces it); Enter samples with it.
+        await pilot.press("e", *"The cat", "enter")
+        await wait_until(pilot, lambda: generation.text.startswith("The cat") and not generation.streaming)
+        assert generation.prompt == "The cat"
         await pilot.press("q")

@@ -66,7 +66,8 @@ class DashboardApp(App[RunFinished | None]):
         Binding("g", "generate", "Generate"),
         Binding("e", "edit_prompt", "Edit prompt"),
         Binding("q", "quit_run", "Quit"),
-        Binding("ctrl+q", "quit_run", "Quit", show=False),
+        # Ctrl-C means "stop" to a user of `mlxstory train`: the same graceful save-and-quit as q.
+        Binding("ctrl+c", "quit_run", "Quit", show=False, priority=True),
         Binding("escape", "cancel_edit", "Cancel", show=False),
     ]
 
@@ -241,6 +242,10 @@ class DashboardApp(App[RunFinished | None]):
 
     def action_cancel_edit(self) -> None:
         self.query_one(GenerationPane).cancel_edit()
+
+    async def action_quit(self) -> None:
+        """Textual's ctrl+q: also save first."""
+        self.action_quit_run()
 
     def action_quit_run(self) -> None:
         if self.source.live and not self.source_done:
