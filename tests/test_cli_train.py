@@ -1,0 +1,130 @@
+"""`mlxstory train` through the CLI: the scripted contract, resume, refusals, offline fallback, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mlxstory import sources
+from mlxstory.checkpoint import read_latest
+from mlxstory.cli import app
+
+FAST = ["--preset", "tiny", "--batch-size", "4", "--no-tui"]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, ["train", *args])
+
+
+def records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_the_scripted_contract_then_resume_to_more_steps(tmp_path: Path, sample_parquet: Path):
+    run = tmp_path / "run"
+    result = invoke("--data", str(sample_parquet), *FAST, "--iterations", "4", "--eval-interval", "2",
+                    "--out", str(run))
+    assert result.exit_code == 0, result.output
+    assert f'mlxstory generate --run {run} "Once upon a time"' in result.stderr
+    assert f"mlxstory dashboard {run}" in result.stderr
+    lines = records(run)
+    steps = [r for r in lines if r["event"] == "step"]
+    evals = [r for r in lines if r["event"] == "eval"]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4] and [r["step"] for r in evals] == [2, 4]
+    assert all(isinstance(r[k], float) for r in steps for k in ("loss", "lr", "tokens_per_second"))
+    assert {p.name for p in run.glob("checkpoints/*.safetensors")} >= {"step-000004.safetensors"}
+    assert json.loads((run / "run.json").read_text())["preset"] == "tiny"
+
+    result = invoke("--resume", str(run), "--iterations", "6", "--no-tui")
+    assert result.exit_code == 0, result.output
+    assert read_latest(run)["step"] == 6
+    assert "training_iterations: 6" in (run / "train.ron").read_text()
+    assert [r["step"] for r in records(run) if r["event"] == "step"][-2:] == [5, 6]
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path: Path, sample_parquet: Path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("keep me")
+    result = invoke("--data", str(sample_parquet), *FAST, "--iterations", "2", "--out", str(run))
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert "already exists" in result.stderr
+    assert [p.name for p in run.iterdir()] == ["notes.txt"] and (run / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--preset", "huge"], "unknown preset 'huge'"),
+        (["--device", "tpu"], "--device must be cpu or gpu"),
+        (["--iterations", "0"], "training_iterations must be at least 1"),
+        (["--data", "missing.parquet"], "data source not found"),
+        (["--resume", "nowhere"], "does not exist"),
+        (["--resume", "nowhere", "--data", "x.parquet"], "--data cannot be combined with --resume"),
+    ],
+)
+def test_bad_input_is_one_error_line(tmp_path: Path, args: list[str], expected: str):
+    result = invoke(*args, "--no-tui", *([] if "--resume" in args else ["--out", str(tmp_path / "r")]))
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and expected in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_without_data_and_offline_it_says_so_and_trains_on_the_demo_corpus(tmp_path: Path, monkeypatch):
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline() -> Path:
+        raise LocalEntryNotFoundError("outgoing traffic has been disabled")
+
+    monkeypatch.setattr(sources, "download_tinystories", offline)
+    run = tmp_path / "run"
+    result = invoke(*FAST, "--iterations", "2", "--out", str(run))
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "demo corpus" in warnings[0] and "tinystories-10k" in warnings[0]
+    info = json.loads((run / "run.json").read_text())
+    assert info["dataset"] == "demo" and "demo corpus" in info["notes"][0]
+
+    strict = invoke("--data", "tinystories-10k", *FAST, "--out", str(tmp_path / "strict"))
+    assert strict.exit_code == 1 and "--data" in strict.stderr
+
+
+def test_a_diverging_run_exits_non_zero_with_the_reason(tmp_path: Path, sample_parquet: Path):
+    run = tmp_path / "run"
+    result = invoke("--data", str(sample_parquet), *FAST, "--iterations", "50", "--lr", "1e30",
+                    "--out", str(run))
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1].startswith("error: training diverged at step")
+
+
+def test_ctrl_c_finishes_the_step_saves_and_names_the_resume_command(tmp_path: Path, sample_parquet: Path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "mlxstory", "train", "--data", str(sample_parquet), *FAST,
+               "--iterations", "100000", "--out", str(run)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            metrics = run / "metrics.jsonl"
+            if metrics.exists() and '"event": "step"' in metrics.read_text():
+                break
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    assert f"mlxstory train --resume {run}" in stderr.decode()
+    last_step = [r["step"] for r in records(run) if r["event"] == "step"][-1]
+    assert read_latest(run)["step"] == last_step
+    assert records(run)[-1]["event"] == "done" and records(run)[-1]["reason"] == "interrupted"
