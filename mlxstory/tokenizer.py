@@ -51,11 +51,12 @@ class UnknownCharWarning(UserWarning):
 
 
 def split_pattern(do_not_merge: str = DO_NOT_MERGE) -> str:
-    """The word-splitting regex for a do-not-merge set; the default gives `' ?[^ \\n"]+|[ \\n"]'`."""
+    """The word-splitting regex for a do-not-merge set; the default gives `' ?[^ \\n"]+|[ \\n"]'`.
+    A space in the set stops words from taking a leading space."""
     chars = " " + "".join(dict.fromkeys(c for c in do_not_merge if c != " "))
     escaped = "".join({"\n": r"\n", "\t": r"\t", "\r": r"\r"}.get(c, "\\" + c if c in "\\]^-[" else c)
                       for c in chars)
-    return f" ?[^{escaped}]+|[{escaped}]"
+    return f"{'' if ' ' in do_not_merge else ' ?'}[^{escaped}]+|[{escaped}]"
 
 
 class Tokenizer:
@@ -319,7 +320,10 @@ class _ChunkCache(dict):
         self.tokenizer, self.prefix = tokenizer, prefix
 
     def __missing__(self, chunk: str) -> list[int]:
-        ids, unknown = self.tokenizer._encode_chunk(self.prefix + chunk)
+        ids = self.tokenizer._words.get(self.prefix + chunk)  # most chunks are one word, often known
+        unknown = 0
+        if ids is None:
+            ids, unknown = self.tokenizer._encode_chunk(self.prefix + chunk)
         if unknown:
             self.tokenizer._unknown_seen += unknown
         else:

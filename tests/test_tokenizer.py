@@ -93,6 +93,14 @@ def test_matches_the_original_algorithm_on_random_text(texts: list[str], n_merge
         assert tok.decode(tok.encode(text)) == text
 
 
+@pytest.mark.parametrize("do_not_merge", [' \n"', '\n".,', "", "-]^\\"])
+def test_matches_the_original_algorithm_with_other_do_not_merge_sets(sample_texts: list[str],
+                                                                     do_not_merge: str) -> None:
+    texts = sample_texts[:20] + ["a-b]c^d\\e a-b]c^d\\e"]
+    _, merges = naive_train(texts, 200, do_not_merge)
+    assert Tokenizer.train(texts, vocab_size=200, do_not_merge=do_not_merge).merges == merges
+
+
 def test_tokens_follow_the_word_rules(sample_texts: list[str]) -> None:
     tok = Tokenizer.train(sample_texts[:300], vocab_size=800)
     merged = [tok.token_text(z) for _, z in tok.merges]
