@@ -74,8 +74,7 @@ class Tokenizer:
         self.merges: list[tuple[tuple[int, int], int]] = [((int(a), int(b)), int(z)) for (a, b), z in merges]
         self.do_not_merge = do_not_merge
         self.split_pattern = split_pattern(do_not_merge)
-        self.special_tokens: dict[str, int] = {}
-        self._check(special_tokens)
+        self.special_tokens: dict[str, int] = self._check(special_tokens)
         self.vocab_size = len(self.alphabet) + len(self.merges) + len(self.special_tokens)
         self.eot_id = self.special_tokens[EOT]
         self.unk_id = self.special_tokens[UNK]
@@ -95,7 +94,8 @@ class Tokenizer:
         self._spaced = _ChunkCache(self, " ")  # every later chunk, keyed without its leading space
         self._unknown_seen = 0
 
-    def _check(self, special_tokens: Sequence[str]) -> None:
+    def _check(self, special_tokens: Sequence[str]) -> dict[str, int]:
+        """Validate alphabet and merges; return the special tokens' ids (right after the merges)."""
         n = len(self.alphabet)
         if len(set(self.alphabet)) != n or any(len(c) != 1 for c in self.alphabet):
             raise TokenizerError("tokenizer alphabet must be distinct single characters")
@@ -107,10 +107,10 @@ class Tokenizer:
                 special_tokens):
             raise TokenizerError(f"special tokens must be distinct and include {EOT} and {UNK}")
         first = n + len(self.merges)
-        self.special_tokens = {text: first + i for i, text in enumerate(special_tokens)}
         if first + len(special_tokens) > MAX_VOCAB_SIZE:
             raise TokenizerError(f"vocabulary of {first + len(special_tokens)} tokens is over the "
                                  f"{MAX_VOCAB_SIZE} this tokenizer supports")
+        return {text: first + i for i, text in enumerate(special_tokens)}
 
     # -- training -----------------------------------------------------------------------------------
 
@@ -143,16 +143,16 @@ class Tokenizer:
             raise TokenizerError(f"vocab size {vocab_size} is over the maximum {MAX_VOCAB_SIZE}; use less")
 
         char_ids = {c: i for i, c in enumerate(alphabet)}
-        texts_of = [w for w in word_counts if len(w) > 1]  # one-char words hold no pair
-        words = [[char_ids[c] for c in w] for w in texts_of]
-        freqs = [word_counts[w] for w in texts_of]
+        word_texts = [w for w in word_counts if len(w) > 1]  # one-char words hold no pair
+        words = [[char_ids[c] for c in w] for w in word_texts]
+        freqs = [word_counts[w] for w in word_texts]
         merges = _learn_merges(words, freqs, len(alphabet), vocab_size - need, progress)
         if len(merges) < vocab_size - need:
             raise TokenizerError(
                 f"Not enough data supplied to find a most common pair after {len(merges)} merges: "
                 f"ask for a vocab size of at most {need + len(merges)}, or give more text.")
         tokenizer = cls(alphabet, merges, do_not_merge=do_not_merge, special_tokens=special_tokens)
-        tokenizer._words = dict(zip(texts_of, words, strict=True))  # the merged words are their own encodings
+        tokenizer._words = dict(zip(word_texts, words, strict=True))  # merged words: their own encodings
         return tokenizer
 
     # -- encoding -----------------------------------------------------------------------------------
@@ -278,6 +278,7 @@ class Tokenizer:
 
     @classmethod
     def from_ron_value(cls, value: dict) -> Tokenizer:
+        """Rebuild from `to_ron_value`'s shape, checking that ids and split rules agree."""
         if not isinstance(value, dict) or "format_version" not in value:
             raise TokenizerError("no format_version field")
         if value["format_version"] != FORMAT_VERSION:
