@@ -83,6 +83,9 @@ class TupleStruct(tuple):
     def __hash__(self) -> int:
         return hash((self.name, tuple(self)))
 
+    def __getnewargs__(self) -> tuple[tuple[Any, ...], str]:  # copy and pickle call __new__ with these
+        return tuple(self), self.name
+
     def __repr__(self) -> str:
         return f"TupleStruct({tuple.__repr__(self)}, name={self.name!r})"
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -127,6 +129,12 @@ def test_struct_name_takes_part_in_equality() -> None:
     assert ron.loads("A(x: 1)") != ron.loads("B(x: 1)")
     assert ron.loads("A(1)") != ron.loads("B(1)")
     assert ron.loads("(x: 1)") == {"x": 1}  # a Struct is still a dict to callers
+
+
+def test_values_survive_copy_and_pickle() -> None:
+    value = ron.loads("Doc(pair: P(1, 'c'), unit: U, items: [(a: 1.5)])")
+    for copied in (copy.deepcopy(value), pickle.loads(pickle.dumps(value))):
+        assert same(copied, value)
 
 
 def test_original_gpt_rs_files_load_unmodified() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
@@ -42,7 +43,7 @@ token = st.sampled_from(TOKENS) | st.text(max_size=3)
 @contextlib.contextmanager
 def within(seconds: float) -> Iterator[None]:
     """Fail a case that never returns (hypothesis' deadline only judges a case after it finishes)."""
-    if not hasattr(signal, "setitimer"):
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
         yield
         return
 
