@@ -213,7 +213,7 @@ def train(
     optimizer = AdamW(model.trainable_parameters(), model.decay_mask(), betas=tc.betas,
                       weight_decay=tc.weight_decay)
     state = TrainerState(step=0, sampler=sampler.state, seed=tc.seed, world_size=world_size)
-    if resume:
+    if resume and read_latest(run.path) is not None:  # killed before its first checkpoint: start over
         weights, optimizer_flat, state = load_trainer_checkpoint(run.path)
         check_weights(model, weights, run.path / "checkpoints")
         model.load_weights(list(weights.items()))
