@@ -89,6 +89,17 @@ async def test_live_training_steps_samples_saves_and_quits(tmp_path: Path, token
     assert Path(finished.checkpoint).is_file()
     assert "--resume" in app.saved_note()
 
+    # --resume in the dashboard: the run so far is on the chart, and training goes on from the checkpoint.
+    resumed = DashboardApp(TrainingSource(run, sample_at_eval=False, train_options={"resume": True}))
+    async with resumed.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: resumed.state.step > finished.step, timeout=60)
+        assert resumed.state.train_points[0][0] == 1
+        assert any(f"resumed at step {finished.step}" in line.text
+                   for line in resumed.query_one(LogPane).lines_written)
+        await pilot.press("q")
+        await wait_until(pilot, lambda: not resumed.is_running, timeout=30)
+    assert read_latest(run)["step"] == resumed.return_value.step > finished.step
+
 
 @run_async
 async def test_a_training_error_shows_in_the_ui_with_the_run_saved(

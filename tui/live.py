@@ -68,8 +68,13 @@ class TrainingSource:
     # Run in the source worker thread -------------------------------------------------------------
 
     def events(self, cancelled: Cancelled) -> Iterator[Item]:
+        from mlxstory.metrics_log import METRICS_FILE, read_metrics
         from mlxstory.train import train
 
+        if self.train_options.get("resume") and (self.run_dir / METRICS_FILE).exists():
+            # The run so far, so the chart and checkpoints continue rather than start empty.
+            history = read_metrics(self.run_dir / METRICS_FILE)
+            yield [Warning(problem) for problem in history.warnings] + history.events
         stream = train(self.run_dir, control=self.control, **self.train_options)
         try:
             for event in stream:
