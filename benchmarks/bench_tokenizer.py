@@ -42,21 +42,24 @@ def original_train(texts: list[str], vocab_size: int, n_special: int = 2) -> Mer
     alphabet = sorted(set("".join(texts)))
     sep = vocab_size  # joins stories; never pairs
     seq = chr(sep).join(t.translate({ord(c): chr(i) for i, c in enumerate(alphabet)}) for t in texts)
-    never = [alphabet.index(c) for c in '\n"' if c in alphabet] + [sep]
-    space_starting = [alphabet.index(" ")] if " " in alphabet else []
+    blocked_left = np.zeros(sep + 1, dtype=bool)  # ids that never pair: `"`, newline, the separator
+    blocked_left[[alphabet.index(c) for c in '\n"' if c in alphabet] + [sep]] = True
+    blocked_right = blocked_left.copy()  # ...plus tokens starting with a space, as the right of a pair
+    if " " in alphabet:
+        blocked_right[alphabet.index(" ")] = True
     merges = []
     for z in range(len(alphabet), vocab_size - n_special):
         ids = np.frombuffer(seq.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
         left, right = ids[:-1], ids[1:]
-        allowed = ~np.isin(left, never) & ~np.isin(right, never + space_starting)
-        keys, counts = np.unique(left[allowed] * (sep + 1) + right[allowed], return_counts=True)
-        if len(keys) == 0:
+        allowed = ~blocked_left[left] & ~blocked_right[right]
+        counts = np.bincount(left[allowed] * (sep + 1) + right[allowed], minlength=(sep + 1) ** 2)
+        best = len(counts) - 1 - int(np.argmax(counts[::-1]))  # ties: the largest (left, right)
+        if counts[best] == 0:
             break
-        a, b = divmod(int(keys[np.flatnonzero(counts == counts.max())[-1]]), sep + 1)
+        a, b = divmod(best, sep + 1)
         merges.append(((a, b), z))
         seq = seq.replace(chr(a) + chr(b), chr(z))
-        if a in space_starting:
-            space_starting.append(z)
+        blocked_right[z] = blocked_right[a]  # a merged left (never `"`, newline) blocks only if space-led
     return merges
 
 
