@@ -8,8 +8,9 @@
 Every file is written to a temporary name and renamed into place, and `latest.json` is replaced
 last, so a process killed at any moment leaves `latest.json` naming a complete, older checkpoint.
 Nothing here unpickles: safetensors and JSON only. For fault-injection tests, setting
-MLXSTORY_FAULT_AT to a point name (`weights`, `optimizer`, `state`: after that file is written)
-kills the process there with SIGKILL.
+MLXSTORY_FAULT_AT to a point name (`weights`, `optimizer`, `state`: after that file is written;
+`latest`: after the pointer, before pruning; `temp`: a temp file written, not yet renamed — four per
+checkpoint) kills the process there with SIGKILL; `name@n` waits for the n-th time the point is reached.
 """
 
 from __future__ import annotations
@@ -90,9 +91,15 @@ class LoadedModel:
     run_dir: Path = field(default=Path("."))
 
 
+_fault_hits: dict[str, int] = {}
+
+
 def _fault_point(name: str) -> None:
-    if os.environ.get("MLXSTORY_FAULT_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    point, _, nth = os.environ.get("MLXSTORY_FAULT_AT", "").partition("@")
+    if point == name:
+        _fault_hits[name] = _fault_hits.get(name, 0) + 1
+        if _fault_hits[name] >= int(nth or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _replace_atomically(path: Path, write) -> None:
@@ -103,6 +110,7 @@ def _replace_atomically(path: Path, write) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        _fault_point("temp")
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
@@ -148,6 +156,7 @@ def save_checkpoint(
         best = entry
     write_json(folder / LATEST, {**entry, "optimizer": files.optimizer.name, "state": files.state.name,
                                  "best": best})
+    _fault_point("latest")
     _prune(folder, keep_steps={state.step, *([best["step"]] if best else [])}, keep_last=keep_last)
     return files.weights
 
