@@ -1,0 +1,84 @@
+"""`mlxstory eval`: loss, perplexity and bits per byte of a run on held-out text."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+import typer
+
+from mlxstory.cli.app import app
+from mlxstory.cli.generate_command import CheckpointOption, RunOption, load_for_cli, warnings_to_stderr
+from mlxstory.errors import MlxstoryError
+
+
+def same_tokenizer(a: Any, b: Any) -> bool:
+    return (a.alphabet, a.merges, a.special_tokens) == (b.alphabet, b.merges, b.special_tokens)
+
+
+def evaluation_data(loaded: Any, source: Any) -> tuple[Any, int, str]:
+    """(tokens, bytes, description): every story of `source` (SourceTexts), else the run's val split."""
+    from mlxstory.evaluate import encode_texts
+
+    if source is not None:
+        tokens, byte_count = encode_texts(source.texts, loaded.tokenizer)
+        return tokens, byte_count, f"{source.name} ({len(source.texts):,} stories)"
+
+    from mlxstory.run_dir import open_run
+    from mlxstory.token_store import TokenStore
+
+    run = open_run(loaded.run_dir)
+    store = TokenStore.open(run.data_path)
+    if not same_tokenizer(store.tokenizer, loaded.tokenizer):
+        raise MlxstoryError(f"the token store {run.data_path} was made with another tokenizer than "
+                            f"{loaded.run_dir}; evaluate on raw text with --data SOURCE")
+    return (store.split_tokens("val"), store.split_bytes("val"),
+            f"validation split of {run.data_path} ({store.split_story_count('val'):,} stories)")
+
+
+@app.command("eval")
+def eval_command(
+    run: RunOption = None,
+    checkpoint: CheckpointOption = None,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", metavar="SOURCE",
+                     help="Evaluate on every story of this .parquet/.txt/.jsonl (or any `--data` source of "
+                     "train) instead of the run's validation split."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Windows per forward pass.")] = 32,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Mean loss, perplexity and bits per byte over all non-overlapping windows of held-out text.
+
+    Every token is scored once (a shorter last window takes the tail); the result is deterministic.
+
+    Bits per byte = total loss / UTF-8 bytes of the text, so runs with other vocabularies compare.
+    """
+    from mlxstory.cli.tokenize_command import progress_bars
+    from mlxstory.evaluate import evaluate
+    from mlxstory.sources import load_texts
+
+    source = load_texts(data) if data is not None else None  # a bad --data fails before loading a model
+    loaded = load_for_cli(run, checkpoint)
+    with warnings_to_stderr():  # e.g. characters of --data the tokenizer has never seen
+        tokens, byte_count, description = evaluation_data(loaded, source)
+    typer.echo(f"evaluating on {description}: {len(tokens):,} tokens, {byte_count:,} bytes", err=True)
+    start = time.perf_counter()
+    with progress_bars() as bar:
+        result = evaluate(loaded.model, tokens, byte_count, batch_size=batch_size,
+                          start_token=loaded.tokenizer.eot_id, progress=bar("evaluating (windows)"))
+    seconds = time.perf_counter() - start
+    if as_json:
+        typer.echo(json.dumps({
+            **result.to_dict(), "step": loaded.step, "checkpoint": str(loaded.checkpoint_path),
+            "data": description, "seconds": round(seconds, 2),
+        }))
+        return
+    typer.echo(f"loss           {result.loss:.4f}  (nats per token)")
+    typer.echo(f"perplexity     {result.perplexity:.3f}")
+    typer.echo(f"bits_per_byte  {result.bits_per_byte:.4f}")
+    typer.echo(f"tokens         {result.tokens:,}")
+    typer.echo(f"bytes          {result.bytes:,}")
+    typer.echo(f"evaluated step {loaded.step} in {seconds:.1f} s", err=True)
