@@ -136,6 +136,18 @@ async def test_replay_shows_last_step_chart_points_and_best_checkpoint(replay_ru
         assert (header.run_name, header.preset, header.status) == ("story-run", "tiny", "interrupted")
         assert "step 120/200" in rendered(app.query_one(ProgressPanel))
         assert "best   step 100 val 2.1" in rendered(app.query_one(CheckpointsPanel))
+
+        # Shrinking to the smallest supported terminal and growing again keeps every panel on screen.
+        for width, height in ((80, 24), (160, 48)):
+            await pilot.resize_terminal(width, height)
+            await pilot.pause()
+            chart.flush()
+            await pilot.pause()
+            assert app.screen.size == (width, height)
+            for panel in (RunHeader, ProgressPanel, LossChart, CheckpointsPanel, GenerationPane, LogPane):
+                region = app.query_one(panel).region
+                assert region.width > 0 and region.height > 0 and region.bottom <= height - 1
+            assert "step 120/200" in rendered(app.query_one(ProgressPanel))
         await pilot.press("q")
     assert app.return_value == replay_events(replay_run)[-1]
 

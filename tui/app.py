@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -45,12 +46,28 @@ from .widgets import (
 
 
 class Source(Protocol):
-    """What the app needs from an event source; `live` ones also take the control keys."""
+    """What the app needs from any event source; both methods run in thread workers."""
 
-    live: bool
     run_dir: Path
 
-    def events(self, cancelled: Cancelled) -> Any: ...  # Iterator[Item], run in a thread worker
+    def events(self, cancelled: Cancelled) -> Iterator[Item]: ...
+
+    def sample(self, prompt: str, cancelled: Cancelled) -> Iterator[Item]: ...
+
+
+@runtime_checkable
+class TrainingControls(Protocol):
+    """A live run also takes the keys; `prompt` is what it samples at each eval."""
+
+    prompt: str
+
+    def set_paused(self, paused: bool) -> None: ...
+
+    def save_now(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def request_sample(self, prompt: str) -> bool: ...
 
 
 class DashboardApp(App[RunFinished | None]):
@@ -93,8 +110,9 @@ class DashboardApp(App[RunFinished | None]):
         self._quitting = False
         self.source_done = False
         self.failure: str | None = None
-        if source.live:
-            source.prompt = prompt  # type: ignore[attr-defined]
+        self.training = source if isinstance(source, TrainingControls) else None
+        if self.training is not None:
+            self.training.prompt = prompt
 
     def compose(self) -> ComposeResult:
         yield RunHeader(id="header")
@@ -132,7 +150,7 @@ class DashboardApp(App[RunFinished | None]):
     def _sample_from_checkpoint(self, prompt: str) -> None:
         worker = get_current_worker()
         try:
-            for item in self.source.sample(prompt, lambda: worker.is_cancelled):  # type: ignore[attr-defined]
+            for item in self.source.sample(prompt, lambda: worker.is_cancelled):
                 self.post_message(self.ItemArrived(item))
         except Exception as error:  # noqa: BLE001
             self.post_message(self.ItemArrived(SampleFinished(f"failed: {error}")))
@@ -158,7 +176,7 @@ class DashboardApp(App[RunFinished | None]):
             self.failure = message.error
             self.state.status = "error"
             self.log_line(LogLine("error", message.error))
-            if self.source.live:
+            if self.training is not None:
                 self.log_line(LogLine("error", self.saved_note()))
             self._refresh_panels()
         if self._quitting:
@@ -167,8 +185,8 @@ class DashboardApp(App[RunFinished | None]):
     @on(GenerationPane.PromptChanged)
     def _prompt_changed(self, message: GenerationPane.PromptChanged) -> None:
         self._prompt = message.prompt
-        if self.source.live:
-            self.source.prompt = message.prompt  # type: ignore[attr-defined]
+        if self.training is not None:
+            self.training.prompt = message.prompt
         self.action_generate()
 
     def apply_events(self, events: list[Event]) -> None:
@@ -207,34 +225,39 @@ class DashboardApp(App[RunFinished | None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("pause", "save"):
-            if not self.source.live:
+            if self.training is None:
                 return False  # hidden: a run directory cannot be paused or saved from here
             return None if self.source_done else True
         return True
 
+    @property
+    def _controls(self) -> TrainingControls | None:
+        """The live run's controls while it still trains."""
+        return None if self.source_done else self.training
+
     def action_pause(self) -> None:
-        if not self.source.live or self.source_done:
+        if (controls := self._controls) is None:
             return
         self._paused = not self._paused
-        self.source.set_paused(self._paused)  # type: ignore[attr-defined]
+        controls.set_paused(self._paused)
         self.state.status = "paused" if self._paused else "running"
         self.log_line(LogLine("info", "paused" if self._paused else "resumed"))
         self._refresh_panels()
 
     def action_save(self) -> None:
-        if not self.source.live or self.source_done:
+        if (controls := self._controls) is None:
             return
-        self.source.save_now()  # type: ignore[attr-defined]
+        controls.save_now()
         self.log_line(LogLine("info", "saving a checkpoint after this step…"))
 
     def action_generate(self) -> None:
         if self.query_one(GenerationPane).streaming:
             self.notify("a sample is already streaming", timeout=2)
             return
-        if self.source.live and not self.source_done:
-            if self.source.request_sample(self._prompt):  # type: ignore[attr-defined]
-                self.log_line(LogLine("info", "sampling from the weights after this step…"))
-                return
+        controls = self._controls
+        if controls is not None and controls.request_sample(self._prompt):
+            self.log_line(LogLine("info", "sampling from the weights after this step…"))
+            return
         self._sample_from_checkpoint(self._prompt)
 
     def action_edit_prompt(self) -> None:
@@ -248,13 +271,13 @@ class DashboardApp(App[RunFinished | None]):
         self.action_quit_run()
 
     def action_quit_run(self) -> None:
-        if self.source.live and not self.source_done:
+        if (controls := self._controls) is not None:
             if self._quitting:
                 return
             self._quitting = True
             if self._paused:
                 self.action_pause()
-            self.source.stop()  # type: ignore[attr-defined]
+            controls.stop()
             self.state.status = "saving"
             self.log_line(LogLine("info", "saving a checkpoint before quitting…"))
             self._refresh_panels()

@@ -22,8 +22,6 @@ from .sources import SAMPLE_MAX_TOKENS, Cancelled, Item, sample_checkpoint
 class TrainingSource:
     """Runs `train(run_dir, control=..., **train_options)` and relays its events and samples."""
 
-    live = True
-
     def __init__(
         self,
         run_dir: str | Path,

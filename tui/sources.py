@@ -89,8 +89,6 @@ class RunDirSource:
     the file). `g` samples from the run's latest checkpoint, loaded afresh in the sampling thread.
     """
 
-    live = False
-
     def __init__(self, run_dir: Path, *, follow: bool = True, poll_seconds: float = 0.5) -> None:
         self.run_dir = Path(run_dir)
         self.follow = follow
