@@ -199,6 +199,8 @@ def train(
 
     mc, tc = run.model_config, run.train_config
     store = TokenStore.open(run.data_path)
+    if resume:
+        _check_store_tokenizer(run, store.tokenizer)
     train_tokens, val_tokens = store.split_tokens("train"), store.split_tokens("val")
     sampler = BatchSampler(train_tokens, mc.context_length, tc.contexts_per_batch,
                            seed=[tc.seed, TRAIN_STREAM, rank], split="train")
@@ -347,6 +349,22 @@ def _diverged(emit, step: int, loss: float, other: float, last_checkpoint: str |
                f"Lower the learning rate (--resume {run_path} --lr <smaller>) or raise warmup_iterations")
     yield emit(Warning(message=message, step=step))
     yield emit(RunFinished(step=step, reason="diverged", checkpoint=last_checkpoint, message=message))
+
+
+def _check_store_tokenizer(run: Run, store_tokenizer: Any) -> None:
+    """A resumed run's token store must hold ids of the run's own tokenizer: a store re-made with another
+    one feeds re-mapped or out-of-range ids, which otherwise shows up as a misleading NaN "divergence"."""
+    from mlxstory.tokenizer import Tokenizer
+
+    ours = Tokenizer.load(run.path / "tokenizer.ron")
+    if ours.vocab_size != run.model_config.vocab_size:
+        raise MlxstoryError(f"{run.path / 'tokenizer.ron'} has {ours.vocab_size} tokens but model.ron says "
+                            f"vocab_size {run.model_config.vocab_size}; the tokenizer belongs to another run")
+    key = (ours.alphabet, ours.merges, ours.special_tokens)
+    if key != (store_tokenizer.alphabet, store_tokenizer.merges, store_tokenizer.special_tokens):
+        raise MlxstoryError(f"the token store {run.data_path} was made with another tokenizer than "
+                            f"{run.path / 'tokenizer.ron'} (re-tokenized?); resume needs the run's original "
+                            "token store, or start a new run on this one")
 
 
 def _latest_weights(run_path: Path) -> str | None:
