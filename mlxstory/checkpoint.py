@@ -176,9 +176,18 @@ def _prune(folder: Path, keep_steps: set[int], keep_last: int) -> None:
 
 
 def read_latest(run_dir: str | Path) -> dict[str, Any] | None:
-    """The `latest.json` pointer of a run, or None when it has no checkpoint yet."""
+    """The `latest.json` pointer of a run, or None when it has no checkpoint yet.
+
+    Without the file (deleted by hand after damage, or a kill before the first pointer was written) the
+    newest checkpoint whose three files exist stands in, so a resume never restarts over trained steps.
+    """
     path = Path(run_dir) / CHECKPOINT_DIR / LATEST
     if not path.exists():
+        for state_file in sorted(path.parent.glob("step-??????.json"), reverse=True):
+            files = CheckpointFiles.for_step(path.parent, int(state_file.name[5:11]))
+            if files.weights.is_file() and files.optimizer.is_file():
+                return {"step": int(state_file.name[5:11]), "weights": files.weights.name,
+                        "optimizer": files.optimizer.name, "state": files.state.name, "best": None}
         return None
     try:
         pointer = json.loads(path.read_text())
