@@ -88,6 +88,7 @@ def create_run(
 
     On failure the half-made directory is removed again, so the same command can simply be retried.
     """
+    from mlxstory.batches import check_stream
     from mlxstory.token_store import TokenStore, build_token_store
 
     path = Path(path)
@@ -110,6 +111,8 @@ def create_run(
             data_dir = str(Path(store_dir).resolve())
             dataset = str(store.manifest.get("source", store_dir))
             description = f"token store {data_dir}"
+        for split in ("train", "val"):  # too little text: fail now, leaving no half-made run behind
+            check_stream(store.split_tokens(split), model_config.context_length, split)
         tokenizer = store.tokenizer
         if tokenizer.vocab_size != model_config.vocab_size:
             notes.append(f"vocab_size set to the tokenizer's {tokenizer.vocab_size} "
