@@ -28,6 +28,7 @@ from mlxstory.errors import MlxstoryError
 
 RUN_FILE = "run.json"
 DATA_DIR = "data"
+UNFINISHED = ".creating"  # exists while create_run works: a folder whose creation was killed may be redone
 
 
 @dataclass
@@ -66,8 +67,9 @@ def is_run_dir(path: Path) -> bool:
 
 
 def check_new_run_path(path: Path) -> None:
-    """A new run never writes into a folder that already holds something (no silent overwrite)."""
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    """A new run never writes into a folder that already holds something (no silent overwrite), except
+    what a killed `create_run` left (it still holds the UNFINISHED marker): the retry starts it afresh."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not (path / UNFINISHED).is_file():
         hint = f"continue it with --resume {path}" if is_run_dir(path) else "choose an empty or new folder"
         raise MlxstoryError(f"--out {path} already exists and is not empty; {hint}, or pick another --out")
 
@@ -98,6 +100,8 @@ def create_run(
     created_dir = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
     try:
+        _empty(path)  # empty already, or a killed creation's leftovers (see check_new_run_path)
+        (path / UNFINISHED).touch()
         notes: list[str] = []
         if texts is not None:
             phase = (lambda name: partial(progress, name)) if progress else (lambda name: None)
@@ -125,20 +129,28 @@ def create_run(
         info = RunInfo(preset=preset, dataset=dataset, dataset_description=description, data_dir=data_dir,
                        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), notes=notes)
         (path / RUN_FILE).write_text(json.dumps(asdict(info), indent=1) + "\n")
+        (path / UNFINISHED).unlink()
     except BaseException:
         if created_dir:
             shutil.rmtree(path, ignore_errors=True)
         else:  # an empty folder the user made: empty it again
-            for child in path.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+            _empty(path)
         raise
     return Run(path, info, model_config, train_config)
+
+
+def _empty(path: Path) -> None:
+    for child in path.iterdir():
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
 def open_run(path: str | Path) -> Run:
     path = Path(path)
     if not path.is_dir():
         raise MlxstoryError(f"run directory {path} does not exist; check the path")
+    if (path / UNFINISHED).is_file():
+        raise MlxstoryError(f"{path} was interrupted while being created; run the same `mlxstory train "
+                            f"--out {path}` command again")
     if not is_run_dir(path):
         raise MlxstoryError(f"{path} is not a run directory (no {RUN_FILE}); pass a folder made by train")
     try:
