@@ -387,16 +387,15 @@ def _learn_merges(
         delta: defaultdict[int, int] = defaultdict(int)
         za, zb = z << _ID_BITS, z
         for i in where.pop(pair):
-            w, f, j = words[i], freqs[i], 0
-            while True:  # merge left to right; neighbours' pairs change, counted in delta
-                try:
-                    j = w.index(a, j, len(w) - 1)
-                except ValueError:
-                    break
-                if w[j + 1] != b:
-                    j += 1
+            w, f, j = words[i], freqs[i], -1
+            left = w.count(a)  # occurrences of a still ahead of j
+            while left:  # merge left to right; neighbours' pairs change, counted in delta
+                j = w.index(a, j + 1)
+                left -= 1
+                if j + 1 == len(w) or w[j + 1] != b:
                     continue
                 w[j:j + 2] = (z,)
+                left -= a == b  # the b just merged was also an a
                 if j:
                     x = w[j - 1] << _ID_BITS
                     delta[x | a] -= f
@@ -407,7 +406,6 @@ def _learn_merges(
                     delta[b << _ID_BITS | y] -= f
                     delta[za | y] += f
                     where[za | y].add(i)
-                j += 1
         for p, d in delta.items():
             if d and p != pair:
                 c = counts[p] = counts[p] + d
