@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -54,8 +54,7 @@ class KVDecoder:
         self.slides = 0
         self._keys: list[mx.array] = []
         self._values: list[mx.array] = []
-        # The weights are inputs, not constants, so a model still training (dashboard) is read fresh.
-        self._step = mx.compile(self._decode_one, inputs=model.state)
+        self._step = compiled_decode_step(model)
 
     def prefill(self, ids: list[int]) -> mx.array:
         """Start over from `ids` (the last context_length of them); logits (1, V) for the next token."""
@@ -82,16 +81,20 @@ class KVDecoder:
         self.window.append(token)
         return logits
 
-    def _decode_one(
-        self, token: mx.array, position: mx.array, keys: list[mx.array], values: list[mx.array]
-    ) -> tuple[mx.array, list[mx.array], list[mx.array]]:
-        """One token (1, 1) at `position` (1,) through every block, reading and writing the buffers.
 
-        Mirrors `Block.__call__` and `CausalSelfAttention.__call__` in eval mode (tests compare it with
-        the model's own full forward); dropout is off, so it is left out.
-        """
-        model = self.model
-        slots = mx.arange(self.context_length)
+def compiled_decode_step(model: Any) -> Callable[..., tuple[mx.array, list[mx.array], list[mx.array]]]:
+    """`step(token (1, 1), position (1,), keys, values) -> (logits (1, V), keys, values)`, compiled.
+
+    Mirrors `Block.__call__` and `CausalSelfAttention.__call__` in eval mode (tests compare it with the
+    model's own full forward); dropout is off, so it is left out. The weights are inputs of the compiled
+    function, not constants, so a model that is still training (the dashboard samples from it) is read fresh.
+    """
+    context_length = model.config.context_length
+
+    def step(
+        token: mx.array, position: mx.array, keys: list[mx.array], values: list[mx.array]
+    ) -> tuple[mx.array, list[mx.array], list[mx.array]]:
+        slots = mx.arange(context_length)
         write = (slots == position)[:, None]  # (S, 1): the one slot this token fills
         mask = mx.where(slots <= position, 0.0, -mx.inf)  # this token sees slots 0..position
         x = model.token_embedding(token) + model.position_embedding(position)  # (1, 1, C)
@@ -115,6 +118,8 @@ class KVDecoder:
             x = x + block.feed_forward(block.ln2(x))
         logits = model.head(model.final_norm(x))[:, -1, :]
         return logits, new_keys, new_values
+
+    return mx.compile(step, inputs=model.state)
 
 
 def generate_tokens(

@@ -180,3 +180,16 @@ def test_bad_arguments_are_user_errors(model, tokenizer):
         list(stream_generate(model, tokenizer, "Tom", temperature=-1.0))
     with pytest.raises(MlxstoryError, match="mode"):
         next(generate_tokens(model, [1], sampler=make_sampler(0.0), key=mx.random.key(0), mode="fast"))
+
+
+def test_the_compiled_step_reads_the_current_weights():
+    """The dashboard samples from a model that keeps training: new weights must be seen."""
+    model = small_model(64, seed=4)
+    model.eval()
+    decoder = KVDecoder(model)
+    decoder.prefill([1, 2, 3])
+    decoder.step(4)  # traced with the first weights
+    model.update(small_model(64, seed=5).parameters())
+    decoder.prefill([1, 2, 3])
+    logits = decoder.step(4)
+    np.testing.assert_allclose(np.array(logits[0]), full_logits(model, [1, 2, 3, 4]), atol=1e-5)
