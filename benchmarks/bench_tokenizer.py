@@ -63,54 +63,60 @@ def original_train(texts: list[str], vocab_size: int, n_special: int = 2) -> Mer
     return merges
 
 
-def best_of(repeats: int, run: Callable[[], object], setup: Callable[[], object] | None = None) -> float:
-    """Fastest of `repeats` timings of run(setup()) (setup untimed)."""
-    times = []
+def best_of(repeats: int, run: Callable[..., object], setup: Callable[[], object] | None = None) -> dict:
+    """Fastest of `repeats` runs of run(setup()) (setup untimed), as wall and as CPU seconds (all threads of
+    this process: what neighbours on a shared machine steal shows in wall time, much less in CPU time)."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        arg = setup() if setup else None
-        start = time.perf_counter()
-        run(arg) if setup else run()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        args = (setup(),) if setup else ()
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
+        run(*args)
+        wall.append(time.perf_counter() - start_wall)
+        cpu.append(time.process_time() - start_cpu)
+    return {"wall": min(wall), "cpu": min(cpu)}
+
+
+def seconds(timing: dict) -> dict:
+    return {f"{kind}_s": round(value, 4) for kind, value in timing.items()}
+
+
+def mb_per_s(n_bytes: int, timing: dict) -> dict:
+    return {kind: round(n_bytes / value / 1e6, 1) for kind, value in timing.items()}
 
 
 def bench_mlxstory(texts: list[str], vocab_size: int, repeats: int) -> tuple[dict, Tokenizer]:
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
     trained: list[Tokenizer] = []
-
-    def train() -> None:
-        trained.append(Tokenizer.train(texts, vocab_size))
-
-    train_s = best_of(repeats, train)
+    train = best_of(repeats, lambda: trained.append(Tokenizer.train(texts, vocab_size)))
     tok = trained[0]
+
+    def encode_all(t: Tokenizer) -> list[list[int]]:
+        return [t.encode(text, on_unknown="ignore") for text in texts]
+
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "tokenizer.ron"
         tok.save(path)
-        load_s = best_of(repeats, lambda: Tokenizer.load(path))
-
-        def encode_all(t: Tokenizer) -> list[list[int]]:
-            return [t.encode(text, on_unknown="ignore") for text in texts]
-
+        load = best_of(repeats, lambda: Tokenizer.load(path))
         unused = iter(trained)
-        after_train_s = best_of(repeats, encode_all, lambda: next(unused))
-        cold_s = best_of(repeats, encode_all, lambda: Tokenizer.load(path))
-    warm_s = best_of(repeats, lambda: encode_all(tok))
-    batch_s = best_of(repeats, lambda: tok.encode_batch(texts))
+        after_train = best_of(repeats, encode_all, lambda: next(unused))
+        cold = best_of(repeats, encode_all, lambda: Tokenizer.load(path))
+    warm = best_of(repeats, lambda: encode_all(tok))
+    batch = best_of(repeats, lambda: tok.encode_batch(texts))
     ids = encode_all(tok)
-    decode_s = best_of(repeats, lambda: [tok.decode(i) for i in ids])
+    decode = best_of(repeats, lambda: [tok.decode(i) for i in ids])
     assert all(tok.decode(i) == text for i, text in zip(ids, texts, strict=True))
     n_tokens = sum(map(len, ids))
     return {
-        "train_s": round(train_s, 4),
+        "train": seconds(train),
         "merges": len(tok.merges),
-        "load_tokenizer_ron_s": round(load_s, 4),
+        "load_tokenizer_ron": seconds(load),
         "encode_MB_per_s": {
-            "after_train": round(n_bytes / after_train_s / 1e6, 1),
-            "cold": round(n_bytes / cold_s / 1e6, 1),
-            "warm": round(n_bytes / warm_s / 1e6, 1),
-            "encode_batch_warm": round(n_bytes / batch_s / 1e6, 1),
+            "after_train": mb_per_s(n_bytes, after_train),
+            "cold": mb_per_s(n_bytes, cold),
+            "warm": mb_per_s(n_bytes, warm),
+            "encode_batch_warm": mb_per_s(n_bytes, batch),
         },
-        "decode_MB_per_s": round(n_bytes / decode_s / 1e6, 1),
+        "decode_MB_per_s": mb_per_s(n_bytes, decode),
         "tokens": n_tokens,
         "bytes_per_token": round(n_bytes / n_tokens, 3),
         "decode_encode_round_trip": True,
@@ -133,17 +139,17 @@ def bench_hf(texts: list[str], vocab_size: int, repeats: int) -> tuple[dict, lis
         hf.train_from_iterator(texts, trainer)
         made.append(hf)
 
-    train_s = best_of(repeats, train)
+    train = best_of(repeats, train)
     hf = made[-1]
-    per_story_s = best_of(repeats, lambda: [hf.encode(t).ids for t in texts])
-    batch_s = best_of(repeats, lambda: hf.encode_batch(texts))
+    per_story = best_of(repeats, lambda: [hf.encode(t).ids for t in texts])
+    batch = best_of(repeats, lambda: hf.encode_batch(texts))
     merged = [a + b for a, b in (m.split(" ", 1) if isinstance(m, str) else m for m in _hf_merges(hf))]
     return {
         "version": tokenizers.__version__,
-        "train_s": round(train_s, 4),
+        "train": seconds(train),
         "merges": len(merged),
-        "encode_MB_per_s": {"per_story": round(n_bytes / per_story_s / 1e6, 1),
-                            "encode_batch_parallel": round(n_bytes / batch_s / 1e6, 1)},
+        "encode_MB_per_s": {"per_story": mb_per_s(n_bytes, per_story),
+                            "encode_batch_parallel": mb_per_s(n_bytes, batch)},
         "tokens": sum(len(hf.encode(t).ids) for t in texts),
     }, merged
 
