@@ -128,8 +128,9 @@ class Tokenizer:
 
         `progress(done, total)` is called every 100 merges and at the end, for progress bars.
         """
-        pattern = re.compile(split_pattern(do_not_merge))
-        word_counts = _count_words(texts, pattern)
+        if isinstance(texts, str):  # one story, not an iterable of one-character stories
+            texts = [texts]
+        word_counts = _count_words(texts, re.compile(split_pattern(do_not_merge)))
         alphabet = sorted(set().union(*word_counts))
         if not alphabet:
             raise TokenizerError("cannot train a tokenizer on empty text; give at least one non-empty story")

@@ -45,6 +45,7 @@ def test_hand_worked_example_exact_ids() -> None:
     # then (p,ug), (' ',hug), (' ',p) all once: the largest pair wins, (3,5) -> 7 "pug"; then (0,7) beats
     # (0,6): 8 " pug"; last 9 " hug". Specials follow: eot 10, unk 11.
     tok = Tokenizer.train(["hug hug pug"], vocab_size=12)
+    assert Tokenizer.train("hug hug pug", vocab_size=12).merges == tok.merges  # one str is one story
     assert tok.alphabet == [" ", "g", "h", "p", "u"]
     assert tok.merges == [((4, 1), 5), ((2, 5), 6), ((3, 5), 7), ((0, 7), 8), ((0, 6), 9)]
     assert (tok.eot_id, tok.unk_id, tok.vocab_size) == (10, 11, 12)
