@@ -3,6 +3,10 @@
 A split is one stream, its stories joined with `<|endoftext|>`, so a window may span a story
 boundary, as in the original. The sampler's only state is its numpy generator, which the trainer
 saves in every checkpoint: a resumed run draws exactly the windows the uninterrupted run would have.
+
+Data parallel: every rank holds the same generator and draws the whole group's batch of
+`world_size * batch_size` windows, then keeps its own slice. So 2 ranks at batch B train on exactly
+the windows 1 process at batch 2B would, and one saved state resumes every rank.
 """
 
 from __future__ import annotations
@@ -32,18 +36,22 @@ class BatchSampler:
     """Uniformly random windows from one token stream, reproducible from a seed and resumable."""
 
     def __init__(
-        self, tokens: np.ndarray, context_length: int, batch_size: int, seed: Any, split: str = "train"
+        self, tokens: np.ndarray, context_length: int, batch_size: int, seed: Any, split: str = "train",
+        *, rank: int = 0, world_size: int = 1,
     ):
         check_stream(tokens, context_length, split)
         self.tokens = tokens
         self.context_length = context_length
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # per rank
+        self.rank, self.world_size = rank, world_size
         self.rng = np.random.default_rng(seed)
 
     def next(self, micro_batches: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """(micro_batches, batch_size, context_length) inputs and targets for one optimizer step."""
+        """(micro_batches, batch_size, context_length) inputs and targets for one optimizer step: this
+        rank's slice of each micro-batch of the group's (micro_batches, world_size * batch_size)."""
         last_start = len(self.tokens) - self.context_length - 1
-        starts = self.rng.integers(0, last_start + 1, size=micro_batches * self.batch_size)
+        starts = self.rng.integers(0, last_start + 1, size=micro_batches * self.world_size * self.batch_size)
+        starts = starts.reshape(micro_batches, self.world_size, self.batch_size)[:, self.rank].reshape(-1)
         inputs, targets = windows(self.tokens, starts, self.context_length)
         shape = (micro_batches, self.batch_size, self.context_length)
         return inputs.reshape(shape), targets.reshape(shape)
