@@ -1,0 +1,135 @@
+"""Data-parallel training across processes: joining the group `mlx.launch` set up, and the few
+collective steps around training that are not gradients.
+
+`mlx.launch -n 2 python -m mlxstory train ...` starts one process per rank and hands each its
+backend's environment (ring: MLX_RANK and MLX_HOSTFILE; MPI: OMPI_COMM_WORLD_*; NCCL:
+MLX_WORLD_SIZE). Only then is `mx.distributed.init()` called, so a plain `mlxstory train` never
+touches a backend and behaves exactly as it always did (group None).
+
+Rank 0 alone prepares the run (tokenizing, writing the run directory) while the others wait at a
+collective; it then sends them the run's path. Everything here is a tiny `all_sum`: MLX's
+backends are the only networking.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlxstory.errors import MlxstoryError
+
+# Set by the launchers: mlx.launch's ring (MLX_RANK, MLX_HOSTFILE) and NCCL (MLX_WORLD_SIZE) backends,
+# mpirun from Open MPI (OMPI_COMM_WORLD_SIZE) or MPICH / Intel MPI (PMI_SIZE).
+LAUNCHER_VARIABLES = ("MLX_RANK", "MLX_HOSTFILE", "MLX_WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+BACKEND_TAGS = ("[ring]", "[mpi]", "[nccl]", "[jaccl]")  # how MLX's backends start their error messages
+
+
+class PeerLost(MlxstoryError):
+    """Another rank stopped answering (it died, or its machine went away)."""
+
+
+def launched(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether a distributed launcher started this process (then there is a group to join)."""
+    return any(environ.get(name) for name in LAUNCHER_VARIABLES)
+
+
+def init_group(environ: Mapping[str, str] = os.environ) -> Any:
+    """The group of all launched processes, or None for a single process (no launcher, or a group of 1)."""
+    if not launched(environ):
+        return None
+    import mlx.core as mx
+
+    try:
+        group = mx.distributed.init(strict=True)
+    except RuntimeError as error:
+        raise MlxstoryError(f"could not join the distributed group ({error}); check the hostfile and backend "
+                            "given to mlx.launch, or run without mlx.launch for one process") from None
+    return group if group.size() > 1 else None
+
+
+def rank_of(group: Any) -> int:
+    return 0 if group is None else group.rank()
+
+
+def world_size_of(group: Any) -> int:
+    return 1 if group is None else group.size()
+
+
+def count_ranks(flag: bool, group: Any) -> int:
+    """How many ranks pass True (a barrier too: it returns once every rank has called it)."""
+    if group is None:
+        return int(flag)
+    import mlx.core as mx
+
+    return int(mx.distributed.all_sum(mx.array([int(flag)], dtype=mx.int32), group=group).item())
+
+
+def any_rank(flag: bool, group: Any) -> bool:
+    """True on every rank if it is True on any: e.g. a Ctrl-C or a dashboard's stop seen by one rank,
+    so that all stop after the same step instead of one waiting forever for the others."""
+    return bool(flag) if group is None else count_ranks(flag, group) > 0
+
+
+def broadcast_bytes(payload: bytes | None, group: Any) -> bytes | None:
+    """Rank 0's `payload` on every rank (the others pass None); None everywhere if rank 0 passes None."""
+    if group is None:
+        return payload
+    import mlx.core as mx
+
+    sending = group.rank() == 0 and payload is not None
+    size = mx.distributed.all_sum(mx.array([len(payload) + 1 if sending else 0], dtype=mx.int32), group=group)
+    length = int(size.item()) - 1
+    if length < 0:
+        return None
+    if length == 0:
+        return b""
+    data = np.frombuffer(payload, np.uint8) if sending else np.zeros(length, np.uint8)
+    return bytes(np.array(mx.distributed.all_sum(mx.array(data), group=group)))
+
+
+def prepared_by_rank0(prepare: Callable[[], Path], group: Any) -> Path:
+    """Run `prepare()` (making or reopening the run directory) on rank 0 only, while the others wait;
+    every rank returns its path. If rank 0 fails, it raises its own error and the others a short one.
+    Every rank then checks that it sees the directory (a shared folder)."""
+    if group is None:
+        return prepare()
+    if group.rank() == 0:
+        try:
+            path = prepare()
+        except BaseException:
+            broadcast_bytes(None, group)  # release the others before reporting
+            raise
+        broadcast_bytes(os.fsencode(path), group)
+    else:
+        sent = broadcast_bytes(None, group)
+        if sent is None:
+            raise MlxstoryError(f"rank {group.rank()}: rank 0 could not prepare the run (its error says why)")
+        path = Path(os.fsdecode(sent))
+    missing = count_ranks(not (path / "run.json").is_file(), group)
+    if missing:
+        raise MlxstoryError(
+            f"{missing} of {group.size()} processes cannot see the run directory {path} that rank 0 made; "
+            "every machine needs the run (and its token store) at the same path: put --out on a shared "
+            "folder mounted at the same place on each Mac, or start from the same folder (mlx.launch --cwd)"
+        )
+    return path
+
+
+@contextmanager
+def peer_errors(group: Any, resume_hint: str) -> Iterator[None]:
+    """Turn a backend's "connection to a peer was lost" into one line saying what happened and how to go
+    on; the ring backend raises it as soon as a peer's socket closes, so no rank waits forever on a
+    rank that died."""
+    try:
+        yield
+    except RuntimeError as error:
+        if group is None or not str(error).startswith(BACKEND_TAGS):
+            raise
+        message = (f"rank {group.rank()} of {group.size()} lost contact with the others ({error}): another "
+                   f"process died or its machine went away (see its output); {resume_hint}")
+        raise PeerLost(message) from None
