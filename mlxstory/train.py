@@ -8,8 +8,8 @@ dashboard, a script) leaves the same record.
 
 Exact resume: the batch sampler's numpy state is checkpointed, and MLX's generator (dropout) is
 reseeded from (seed, rank, step) before each step, so N steps + resume to 2N equals 2N in one go.
-Data parallel (mx.distributed): pass the `group`; each rank draws its own batches, gradients are
-averaged in the compiled step, and only rank 0 writes files.
+Data parallel (mx.distributed): pass the `group`; each rank trains on its slice of the group's batch
+(batches.py), gradients are averaged in the compiled step, and only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from mlxstory.checkpoint import (
     save_checkpoint,
 )
 from mlxstory.config import TrainConfig
+from mlxstory.distributed import any_rank
 from mlxstory.errors import MlxstoryError
 from mlxstory.events import (
     CheckpointSaved,
@@ -202,8 +203,8 @@ def train(
     if resume:
         _check_store_tokenizer(run, store.tokenizer)
     train_tokens, val_tokens = store.split_tokens("train"), store.split_tokens("val")
-    sampler = BatchSampler(train_tokens, mc.context_length, tc.contexts_per_batch,
-                           seed=[tc.seed, TRAIN_STREAM, rank], split="train")
+    sampler = BatchSampler(train_tokens, mc.context_length, tc.contexts_per_batch,  # one stream for all ranks
+                           seed=[tc.seed, TRAIN_STREAM, 0], split="train", rank=rank, world_size=world_size)
     shape = (mc.context_length, tc.contexts_per_batch, tc.evaluation_iterations)
     evaluate_batches = {
         "train": fixed_batches(train_tokens, *shape, seed=[tc.seed, EVAL_TRAIN_STREAM], split="train"),
@@ -221,6 +222,7 @@ def train(
         model.load_weights(list(weights.items()))
         optimizer.load_flat_state(optimizer_flat)
         sampler.state = state.sampler
+        state.world_size = world_size  # a group of another size resumes the same stream of windows
     mx.eval(model.parameters(), optimizer.state)
     model.train()
 
@@ -300,7 +302,7 @@ def _loop(
         for _ in control.wait_while_paused():
             if control.take_save_request() and state.step != last_saved:
                 yield checkpoint(None)
-        if control.stop_requested:
+        if any_rank(control.stop_requested, group):  # all ranks stop after the same step
             break
         started = time.perf_counter()
         inputs, targets = sampler.next(tc.gradient_accumulation)
