@@ -83,10 +83,12 @@ def create_run(
     texts: Any = None,
     store_dir: str | Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    world_size: int = 1,
 ) -> Run:
     """Make a run directory from `texts` (a `sources.SourceTexts`, tokenized into RUN/data) or an
     existing token store folder `store_dir`. The model's vocab_size follows the tokenizer's.
-    `progress(phase, done, total)` reports tokenizing, phase "merges" then "encode".
+    `progress(phase, done, total)` reports tokenizing, phase "merges" then "encode". `world_size`: the
+    number of data-parallel processes the run is made for (recorded in run.json).
 
     On failure the half-made directory is removed again, so the same command can simply be retried.
     """
@@ -127,7 +129,7 @@ def create_run(
         save_config(model_config, path / "model.ron")
         save_config(train_config, path / "train.ron")
         info = RunInfo(preset=preset, dataset=dataset, dataset_description=description, data_dir=data_dir,
-                       created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), notes=notes)
+                       created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), world_size=world_size, notes=notes)
         (path / RUN_FILE).write_text(json.dumps(asdict(info), indent=1) + "\n")
         (path / UNFINISHED).unlink()
     except BaseException:
