@@ -79,13 +79,23 @@ def _cpu_has_avx2_fma() -> bool:
     return " avx2" in flags and " fma" in flags
 
 
+def _real_compiler(wrapper_dir: Path) -> str | None:
+    """The first g++ on PATH that is not our wrapper: a child process inherits the wrapper on PATH,
+    and a wrapper that found itself would exec itself forever."""
+    search = os.pathsep.join(
+        entry for entry in os.environ.get("PATH", "").split(os.pathsep)
+        if entry and Path(entry).resolve() != wrapper_dir.resolve()
+    )
+    return shutil.which("g++", path=search)
+
+
 def _install_jit_wrapper(report: SpeedupReport) -> None:
-    real = shutil.which("g++")
-    if real is None or not _cpu_has_avx2_fma():
-        return
     cache_root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mlxstory"
     wrapper_dir = cache_root / "jit-bin"
     jit_tmp = cache_root / "jit-tmp"
+    real = _real_compiler(wrapper_dir)
+    if real is None or not _cpu_has_avx2_fma():
+        return
     try:
         wrapper_dir.mkdir(parents=True, exist_ok=True)
         jit_tmp.mkdir(parents=True, exist_ok=True)
@@ -101,7 +111,8 @@ def _install_jit_wrapper(report: SpeedupReport) -> None:
         return
     # Pin Python's own temp dir first, so only MLX's JIT cache moves to the private folder.
     tempfile.tempdir = tempfile.gettempdir()
-    os.environ["PATH"] = f"{wrapper_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    path = [e for e in os.environ.get("PATH", "").split(os.pathsep) if e and Path(e) != wrapper_dir]
+    os.environ["PATH"] = os.pathsep.join([str(wrapper_dir), *path])
     os.environ["TMPDIR"] = str(jit_tmp)
     report.jit_wrapper = str(wrapper)
     report.jit_cache = str(jit_tmp)
