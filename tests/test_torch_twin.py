@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 
+import mlxstory  # noqa: F401  isort: skip  (loads MKL before mlx.core)
+import mlx.core as mx
 import numpy as np
 import pytest
+import torch
+from mlx.utils import tree_flatten
 
-import mlxstory  # noqa: F401  (MKL before mlx.core)
-
-torch = pytest.importorskip("torch")
-
-import mlx.core as mx  # noqa: E402
-from mlx.utils import tree_flatten  # noqa: E402
-from mlxstory.benchmarks import torch_twin  # noqa: E402
-
-from mlxstory.config import ModelConfig, TrainConfig  # noqa: E402
-from mlxstory.model import GPT, loss_fn  # noqa: E402
-from mlxstory.optimizer import AdamW  # noqa: E402
-from mlxstory.train import make_train_step  # noqa: E402
+from mlxstory.benchmarks import torch_twin
+from mlxstory.config import ModelConfig, TrainConfig
+from mlxstory.model import GPT, loss_fn
+from mlxstory.optimizer import AdamW
+from mlxstory.train import make_train_step
 
 CONFIG = ModelConfig(vocab_size=96, embedding_size=32, context_length=16, head_count=4, block_count=2,
                      embedding_dropout=0.0, attention_dropout=0.0, feed_forward_dropout=0.0,

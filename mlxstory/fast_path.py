@@ -1,0 +1,159 @@
+"""A CPU-friendly formulation of the training loss: same parameters, same math, fewer slow kernels.
+
+On x86 Linux, MLX's own CPU kernels for softmax, exp and random bits are scalar and single-threaded,
+while `mx.compile` fuses chains of elementwise ops into vectorised JIT C++. This module writes the
+model's forward pass so that nearly all non-matmul work lands in such fused kernels:
+
+- softmax (attention and cross-entropy) spelled as max / exp / sum, so it fuses with the scale,
+  the causal mask and the dropout that surround it;
+- LayerNorm as mean / variance arithmetic instead of the `fast` op (a plain-op fallback on CPU);
+- dropout masks from a counter-based integer hash (two murmur3 finalisers) seeded once per call
+  from `mx.random`, instead of one threefry draw per element.
+
+With dropout off the loss and gradients equal `model.loss_fn` to fp32 rounding (tests/test_fast_path.py);
+with dropout on, masks differ from `nn.Dropout`'s draws but keep its distribution (keep probability
+1 - p, kept values scaled by 1 / (1 - p)). GPUs keep the plain path: `training_loss_fn` picks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import mlx.core as mx
+
+from mlxstory.model import GPT, loss_fn
+
+_GOLDEN = 0x9E3779B9
+
+
+def _fmix32(h: mx.array) -> mx.array:
+    """murmur3's 32-bit finaliser: full avalanche in five integer ops."""
+    h = h ^ (h >> 16)
+    h = h * 0x85EBCA6B
+    h = h ^ (h >> 13)
+    h = h * 0xC2B2AE35
+    return h ^ (h >> 16)
+
+
+def hashed_dropout(x: mx.array, p: float, seed: mx.array) -> mx.array:
+    """Dropout whose keep mask is hash(element index, seed) >= p * 2**32; `seed` is a uint32 pair."""
+    if p <= 0:
+        return x
+    index = mx.arange(x.size, dtype=mx.uint32).reshape(x.shape)
+    bits = _fmix32(_fmix32(index * _GOLDEN + seed[0]) ^ seed[1])
+    threshold = min(int(round(p * 2**32)), 2**32 - 1)
+    return mx.where(bits >= threshold, x * (1.0 / (1.0 - p)), 0.0)
+
+
+class _Seeds:
+    """Hands out a fresh uint32 pair per dropout site from one `mx.random` draw per forward pass."""
+
+    def __init__(self, count: int):
+        self.words = mx.random.randint(0, 2**31 - 1, (count, 2)).astype(mx.uint32) if count else None
+        self.next = 0
+
+    def take(self) -> mx.array:
+        seed = self.words[self.next : self.next + 1].reshape(2)
+        self.next += 1
+        return seed
+
+
+def _layer_norm(x: mx.array, weight: mx.array, bias: mx.array, eps: float = 1e-5) -> mx.array:
+    mean = x.mean(axis=-1, keepdims=True)
+    centered = x - mean
+    variance = (centered * centered).mean(axis=-1, keepdims=True)
+    return centered * mx.rsqrt(variance + eps) * weight + bias
+
+
+def _linear(x: mx.array, layer, bias: bool = True) -> mx.array:
+    if bias:
+        return mx.addmm(layer.bias, x, layer.weight.T)
+    return x @ layer.weight.T
+
+
+def _softmax(scores: mx.array) -> mx.array:
+    exp = mx.exp(scores - mx.stop_gradient(scores.max(axis=-1, keepdims=True)))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def fast_forward(model: GPT, tokens: mx.array) -> mx.array:
+    """(B, T) tokens -> (B, T, vocab) logits, in training or eval mode as `model.training` says."""
+    config = model.config
+    B, T = tokens.shape
+    C, H = config.embedding_size, config.head_count
+    hs = C // H
+    training = model.training
+    p_embed, p_attn, p_ff, p_res = (
+        (config.embedding_dropout, config.attention_dropout, config.feed_forward_dropout,
+         config.residual_dropout) if training else (0.0, 0.0, 0.0, 0.0)
+    )
+    sites = (p_embed > 0) + config.block_count * (2 * (p_res > 0) + (p_attn > 0) + (p_ff > 0))
+    seeds = _Seeds(int(sites))
+
+    def dropout(x: mx.array, p: float) -> mx.array:
+        return hashed_dropout(x, p, seeds.take()) if p > 0 else x
+
+    x = model.token_embedding.weight[tokens] + model.position_embedding.weight[:T]
+    x = dropout(x, p_embed).reshape(B * T, C)
+    # Additive causal mask, shared by all layers: query i sees keys 0..i.
+    mask = mx.triu(mx.full((T, T), -mx.inf, dtype=mx.float32), k=1)
+    for block in model.blocks:
+        attention = block.attention
+        h = _layer_norm(x, block.ln1.weight, block.ln1.bias)
+        # Split, not index: integer indexing differentiates through a scatter.
+        qkv = mx.split(_linear(h, attention.qkv).reshape(B, T, 3, H, hs), 3, axis=2)
+        q, k, v = (a.squeeze(2).transpose(0, 2, 1, 3) for a in qkv)  # (B, H, T, hs)
+        weights = _softmax((q * attention.scale) @ k.transpose(0, 1, 3, 2) + mask)  # (B, H, T, T)
+        y = (dropout(weights, p_attn) @ v).transpose(0, 2, 1, 3).reshape(B * T, C)
+        x = dropout(x, p_res) + _linear(y, attention.proj)
+        feed_forward = block.feed_forward
+        h = _layer_norm(x, block.ln2.weight, block.ln2.bias)
+        h = feed_forward.activation(_linear(h, feed_forward.up))
+        x = dropout(x, p_res) + dropout(_linear(h, feed_forward.down), p_ff)
+    x = _layer_norm(x, model.final_norm.weight, model.final_norm.bias)
+    return _linear(x, model.head, bias=False).reshape(B, T, -1)
+
+
+@mx.custom_function
+def fused_cross_entropy(logits: mx.array, targets: mx.array) -> mx.array:
+    """`model.cross_entropy` for (N, V) logits, with a hand-written gradient.
+
+    Autodiff of take_along_axis scatters into a zero (N, V) array and keeps exp unfused; the
+    closed form softmax - one_hot is one fused pass over the logits.
+    """
+    maximum = logits.max(axis=-1, keepdims=True)
+    # exp(logits - max) as its own expression so the subtraction and exp fuse into one kernel.
+    log_normalizer = mx.log(mx.exp(logits - maximum).sum(axis=-1, keepdims=True)) + maximum
+    picked = mx.take_along_axis(logits, targets[:, None], axis=-1)
+    return (log_normalizer - picked).mean()
+
+
+@fused_cross_entropy.vjp
+def _fused_cross_entropy_vjp(primals, cotangent, output):
+    logits, targets = primals
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = mx.exp(shifted)
+    one_hot = mx.arange(logits.shape[-1], dtype=targets.dtype) == targets[:, None]
+    scale = cotangent / logits.shape[0]
+    grad = (exp * (1.0 / exp.sum(axis=-1, keepdims=True)) - one_hot) * scale
+    return grad, mx.zeros_like(targets)
+
+
+def fast_loss_fn(model: GPT, inputs: mx.array, targets: mx.array) -> mx.array:
+    """Drop-in for `model.loss_fn` (same signature, same value with dropout off)."""
+    logits = fast_forward(model, inputs)
+    return fused_cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def use_fast_path(device: mx.Device | mx.DeviceType | None = None) -> bool:
+    """The fused formulation pays off on the CPU; Metal and CUDA keep the plain modules."""
+    device = device if device is not None else mx.default_device()
+    return getattr(device, "type", device) == mx.cpu
+
+
+LossFn = Callable[[GPT, mx.array, mx.array], mx.array]
+
+
+def training_loss_fn(device: mx.Device | mx.DeviceType | None = None) -> LossFn:
+    """The loss to differentiate in a training step on `device` (default: MLX's default device)."""
+    return fast_loss_fn if use_fast_path(device) else loss_fn
