@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 from mlx.utils import tree_flatten
-
 from mlxstory.benchmarks import torch_twin
+
 from mlxstory.config import ModelConfig, TrainConfig
 from mlxstory.model import GPT, loss_fn
 from mlxstory.optimizer import AdamW
