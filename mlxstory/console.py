@@ -84,7 +84,8 @@ class ConsolePrinter:
         elif isinstance(event, RunFinished):
             self.close()
             style = {"completed": "green", "interrupted": "yellow"}.get(event.reason, "red")
-            self.line(f"{event.reason}: {event.message}" if event.message else event.reason, style)
+            label = "error" if event.reason in ("diverged", "error") else event.reason
+            self.line(f"{label}: {event.message}" if event.message else label, style)
 
     def _start(self, event: RunStarted) -> None:
         self.total, self.first_step, self.started = event.total_steps, event.start_step, time.perf_counter()

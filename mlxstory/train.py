@@ -313,7 +313,8 @@ def _loop(
         mx.eval(loss, norm, model.parameters(), optimizer.state)
         loss_value, norm_value = loss.item(), norm.item()
         if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
-            yield from _diverged(emit, state.step + 1, loss_value, norm_value, last_checkpoint, run.path)
+            detail = f"loss {loss_value}, gradient norm {norm_value}"
+            yield from _diverged(emit, state.step + 1, detail, last_checkpoint, run.path)
             return
         state.step += 1
         seconds = time.perf_counter() - started
@@ -327,8 +328,8 @@ def _loop(
         if state.step % tc.evaluation_interval == 0 or state.step == total:
             losses = evaluate()
             if not all(math.isfinite(v) for v in losses.values()):
-                yield from _diverged(emit, state.step, losses["train"], losses["val"], last_checkpoint,
-                                     run.path)
+                detail = f"eval train loss {losses['train']}, val loss {losses['val']}"
+                yield from _diverged(emit, state.step, detail, last_checkpoint, run.path)
                 return
             yield emit(EvalCompleted(step=state.step, train_loss=losses["train"], val_loss=losses["val"]))
             yield checkpoint(losses)
@@ -345,11 +346,10 @@ def _loop(
                            message=f"trained {total} steps; best val loss {state.best_val_loss:.4f}"))
 
 
-def _diverged(emit, step: int, loss: float, other: float, last_checkpoint: str | None, run_path: Path):
+def _diverged(emit, step: int, detail: str, last_checkpoint: str | None, run_path: Path):
     kept = f"last good checkpoint kept: {last_checkpoint}" if last_checkpoint else "no checkpoint saved yet"
-    message = (f"training diverged at step {step} (loss {loss}, {other}); stopped without saving; {kept}. "
+    message = (f"training diverged at step {step} ({detail}); stopped without saving; {kept}. "
                f"Lower the learning rate (--resume {run_path} --lr <smaller>) or raise warmup_iterations")
-    yield emit(Warning(message=message, step=step))
     yield emit(RunFinished(step=step, reason="diverged", checkpoint=last_checkpoint, message=message))
 
 

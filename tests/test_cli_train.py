@@ -111,20 +111,22 @@ def test_ctrl_c_finishes_the_step_saves_and_names_the_resume_command(tmp_path: P
     run = tmp_path / "run"
     command = [sys.executable, "-m", "mlxstory", "train", "--data", str(sample_parquet), *FAST,
                "--iterations", "100000", "--out", str(run)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+    log = tmp_path / "stderr.txt"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=os.environ.copy())
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            metrics = run / "metrics.jsonl"
-            if metrics.exists() and '"event": "step"' in metrics.read_text():
-                break
+        deadline = time.monotonic() + 180
+        metrics = run / "metrics.jsonl"
+        while not (metrics.exists() and '"event": "step"' in metrics.read_text()):
+            assert time.monotonic() < deadline and process.poll() is None, log.read_text()[-2000:]
             time.sleep(0.2)
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=120)
+        process.wait(timeout=180)
     finally:
         process.kill()
-    assert process.returncode == 0, stderr.decode()[-2000:]
-    assert f"mlxstory train --resume {run}" in stderr.decode()
+    output = log.read_text()
+    assert process.returncode == 0, output[-2000:]
+    assert f"mlxstory train --resume {run}" in output
     last_step = [r["step"] for r in records(run) if r["event"] == "step"][-1]
     assert read_latest(run)["step"] == last_step
     assert records(run)[-1]["event"] == "done" and records(run)[-1]["reason"] == "interrupted"

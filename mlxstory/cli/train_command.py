@@ -48,7 +48,7 @@ def choose_data(data: str | None) -> dict[str, Any]:
 
 def prepare_new_run(
     *, data: str | None, preset: str, config: Path | None, train_config: Path | None, out: Path | None,
-    fields: dict[str, Any],
+    fields: dict[str, Any], world_size: int = 1,
 ) -> Path:
     from mlxstory.cli.tokenize_command import progress_bars
     from mlxstory.config import ModelConfig, TrainConfig, load_config, load_preset
@@ -68,7 +68,8 @@ def prepare_new_run(
     with progress_bars() as bar:
         bars = {"merges": bar("training tokenizer (merges)"), "encode": bar("encoding stories")}
         run = create_run(out, model_config=model_config, train_config=train_settings, preset=preset,
-                         progress=lambda phase, done, total: bars[phase](done, total), **chosen)
+                         progress=lambda phase, done, total: bars[phase](done, total), world_size=world_size,
+                         **chosen)
     return run.path
 
 
@@ -84,8 +85,11 @@ def reopen_run(resume: Path, fields: dict[str, Any]) -> Path:
     return run.path
 
 
-def train_with_console(run: Path, *, resume: bool, device: str | None) -> Any:
-    """Console progress; the first Ctrl-C finishes the step and saves, a second one aborts."""
+def train_with_console(run: Path, *, resume: bool, device: str | None, group: Any = None) -> Any:
+    """Console progress (rank 0 only: other ranks of a group are quiet); the first Ctrl-C finishes the
+    step and saves, a second one aborts."""
+    from contextlib import nullcontext
+
     from mlxstory.console import ConsolePrinter
     from mlxstory.events import RunFinished
     from mlxstory.train import TrainingControl, train
@@ -96,14 +100,17 @@ def train_with_console(run: Path, *, resume: bool, device: str | None) -> Any:
         if control.stop_requested:
             raise KeyboardInterrupt
         control.request_stop()
-        typer.echo("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", err=True)
+        if not quiet:
+            typer.echo("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", err=True)
 
+    quiet = group is not None and group.rank() != 0
     previous = signal.signal(signal.SIGINT, on_interrupt)
     finished = None
     try:
-        with ConsolePrinter() as printer:
-            for event in train(run, resume=resume, control=control, device=device):
-                printer.handle(event)
+        with nullcontext() if quiet else ConsolePrinter() as printer:
+            for event in train(run, resume=resume, control=control, device=device, group=group):
+                if printer is not None:
+                    printer.handle(event)
                 if isinstance(event, RunFinished):
                     finished = event
     finally:
@@ -111,13 +118,13 @@ def train_with_console(run: Path, *, resume: bool, device: str | None) -> Any:
     return finished
 
 
-def train_with_dashboard(run: Path, *, resume: bool, device: str | None) -> Any:
+def train_with_dashboard(run: Path, *, resume: bool, device: str | None, group: Any = None) -> Any:
     try:
         from mlxstory.tui.app import run_training_dashboard
     except ImportError as error:
         typer.echo(f"note: the dashboard is unavailable ({error}); showing console progress", err=True)
-        return train_with_console(run, resume=resume, device=device)
-    return run_training_dashboard(run, resume=resume, device=device)
+        return train_with_console(run, resume=resume, device=device, group=group)
+    return run_training_dashboard(run, resume=resume, device=device, group=group)
 
 
 @app.command("train")
@@ -188,22 +195,30 @@ def train_command(
             raise MlxstoryError(f"{', '.join(clashing)} cannot be combined with --resume: a resumed run "
                                 "keeps its data, model and batches; only --iterations, --lr, --eval-interval "
                                 "and --device may change")
-        run = reopen_run(resume, fields)
-    else:
-        run = prepare_new_run(data=data, preset=preset or DEFAULT_PRESET, config=config,
-                              train_config=train_config, out=out, fields=fields)
+    from mlxstory.distributed import init_group, peer_errors, prepared_by_rank0, rank_of, world_size_of
 
-    use_tui = sys.stdout.isatty() if tui is None else tui
+    group = init_group()  # None unless started by mlx.launch (or mpirun)
+    with peer_errors(group, "nothing was trained yet; start the group again"):
+        if resume is not None:
+            run = prepared_by_rank0(lambda: reopen_run(resume, fields), group)
+        else:
+            run = prepared_by_rank0(lambda: prepare_new_run(
+                data=data, preset=preset or DEFAULT_PRESET, config=config, train_config=train_config, out=out,
+                fields=fields, world_size=world_size_of(group)), group)
+
+    use_tui = rank_of(group) == 0 and (sys.stdout.isatty() if tui is None else tui)
     trainer = train_with_dashboard if use_tui else train_with_console
-    finished = trainer(run, resume=resume is not None, device=device)
+    with peer_errors(group, f"the run keeps its last checkpoint; resume the group with --resume {run}"):
+        finished = trainer(run, resume=resume is not None, device=device, group=group)
+    if rank_of(group) != 0:  # rank 0 reports for the group
+        if finished is not None and finished.reason == "diverged":
+            raise typer.Exit(1)
+        return
     if finished is None:
         typer.echo(f"the run is in {run}; continue with: mlxstory train --resume {shlex.quote(str(run))}",
                    err=True)
         return
     if finished.reason == "diverged":
-        raise MlxstoryError(finished.message)
-    if finished.reason == "interrupted":
-        if not use_tui:  # the dashboard already said where it saved
-            typer.echo(f"saved; continue with: mlxstory train --resume {shlex.quote(str(run))}", err=True)
-        return
-    typer.echo(next_commands(run), err=True)
+        raise typer.Exit(code=1)  # the console or the dashboard has said why, and where the last good one is
+    if finished.reason == "completed":
+        typer.echo(next_commands(run), err=True)
