@@ -37,7 +37,7 @@ from mlxstory.checkpoint import (
     save_checkpoint,
 )
 from mlxstory.config import TrainConfig
-from mlxstory.distributed import any_rank
+from mlxstory.distributed import any_rank, group_mean
 from mlxstory.errors import MlxstoryError
 from mlxstory.events import (
     CheckpointSaved,
@@ -145,8 +145,7 @@ def make_train_step(model: GPT, optimizer: AdamW, config: TrainConfig, group: An
             loss = loss / micro
             grads = tree_map(lambda g: g / micro, grads)
         if world_size > 1:
-            grads = tree_map(lambda g: mx.distributed.all_sum(g, group=group) / world_size, grads)
-            loss = mx.distributed.all_sum(loss, group=group) / world_size
+            loss, grads = group_mean((loss, grads), group)
         grads, norm = clip_by_global_norm(grads, config.grad_clip)
         optimizer.update(model, grads, lr)
         return loss, norm
