@@ -130,3 +130,18 @@ def test_ctrl_c_finishes_the_step_saves_and_names_the_resume_command(tmp_path: P
     last_step = [r["step"] for r in records(run) if r["event"] == "step"][-1]
     assert read_latest(run)["step"] == last_step
     assert records(run)[-1]["event"] == "done" and records(run)[-1]["reason"] == "interrupted"
+
+
+def test_a_token_store_from_mlxstory_tokenize_is_used_as_is(tmp_path: Path, sample_texts: list[str]):
+    from mlxstory.config import ModelConfig, load_config
+    from mlxstory.token_store import build_token_store
+
+    store = tmp_path / "store"
+    build_token_store(store, sources.SourceTexts(sample_texts[:300], "sample-300", "300 stories"), 300)
+    run = tmp_path / "run"
+    result = invoke("--data", str(store), *FAST, "--iterations", "1", "--out", str(run))
+    assert result.exit_code == 0, result.output
+    assert load_config(ModelConfig, run / "model.ron").vocab_size == 300  # follows the store's tokenizer
+    assert "vocab_size set to the tokenizer's 300 (config asked for 512)" in result.stderr
+    assert not (run / "data").exists()
+    assert json.loads((run / "run.json").read_text())["dataset"] == "sample-300"
