@@ -167,6 +167,9 @@ class TokenStore:
                 raise ValueError(f"format version {manifest['format_version']}, this mlxstory reads "
                                  f"{FORMAT_VERSION}")
             dtype = np.dtype(manifest["dtype"])
+            if dtype != token_dtype(manifest["vocab_size"]):  # else a memmap traceback, or garbage ids
+                raise ValueError(f"dtype {dtype.name} for vocab size {manifest['vocab_size']}, expected "
+                                 f"{token_dtype(manifest['vocab_size']).name}")
             sizes = {TOKENS_FILE: manifest["tokens_file_bytes"]}
             checksums = {TOKENS_FILE: manifest["tokens_sha256"], STORIES_FILE: manifest["stories_sha256"]}
             splits = {name: manifest["splits"][name] for name in SPLITS}
