@@ -55,6 +55,12 @@ def other_tokenizer(run: Path) -> None:
     Tokenizer.train(texts, vocab_size=40).save(run / "tokenizer.ron")
 
 
+def manifest_dtype(run: Path, dtype: str) -> None:
+    manifest = json.loads((run / "data" / "manifest.json").read_text())
+    manifest["dtype"] = dtype
+    (run / "data" / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
 def wrong_checksum(run: Path) -> None:
     manifest = json.loads((run / "data" / "manifest.json").read_text())
     manifest["tokens_sha256"] = hashlib.sha256(b"something else").hexdigest()
@@ -92,6 +98,10 @@ CASES: list[tuple[str, Callable[[Path], None], tuple[str, ...], str]] = [
     ("token store truncated mid-file", lambda run: truncate(run / "data" / "tokens.bin"), (EVAL, RESUME),
      "tokens.bin is truncated"),
     ("manifest with a wrong checksum", wrong_checksum, (EVAL, RESUME), "does not match its sha256"),
+    ("manifest with an object dtype", lambda run: manifest_dtype(run, "O"), (EVAL, RESUME),
+     "dtype object for vocab size 512, expected uint16"),
+    ("manifest with a narrower dtype", lambda run: manifest_dtype(run, "int8"), (EVAL, RESUME),
+     "dtype int8 for vocab size 512"),
     ("unparsable tokenizer.ron", lambda run: (run / "tokenizer.ron").write_text("MlxstoryTokenizer(\n  alph"),
      (GENERATE, EVAL, RESUME), "tokenizer.ron:"),
 ]
