@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlxstory  # noqa: F401  isort: skip  (loads MKL before mlx.core)
@@ -29,7 +30,7 @@ from .faults import assert_one_error_line, cli, fault, mlxstory_command, run_mlx
 
 ITERATIONS, EVAL_INTERVAL = 20, 4
 RANDOM_KILLS = 6
-SEED = 8
+SEED = 512  # its kills land at start-up, before the first checkpoint, and mid-run
 
 
 def train_args(store: Path, run: Path) -> list[str]:
@@ -50,12 +51,33 @@ def final_weights(run: Path) -> dict[str, np.ndarray]:
     return {k: np.array(v) for k, v in mx.load(str(run / "checkpoints" / pointer["weights"])).items()}
 
 
+def line_count(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def wait_for_lines(process: subprocess.Popen, metrics: Path, count: int) -> None:
+    """Until `metrics` has `count` lines, or the process ended."""
+    deadline = time.monotonic() + 300
+    while process.poll() is None and line_count(metrics) < count and time.monotonic() < deadline:
+        time.sleep(0.002)
+
+
+@dataclass
+class Uninterrupted:
+    weights: dict[str, np.ndarray]  # after the last step
+    startup_seconds: float  # from launch to the first metrics line: creating the run, loading, compiling
+
+
 @pytest.fixture(scope="module")
-def uninterrupted(small_store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+def uninterrupted(small_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Uninterrupted:
     run = tmp_path_factory.mktemp("kill") / "uninterrupted"
-    result = run_mlxstory(*train_args(small_store, run))
-    assert result.returncode == 0, result.stderr[-2000:]
-    return final_weights(run)
+    started = time.monotonic()
+    process = subprocess.Popen(mlxstory_command(*train_args(small_store, run)), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=subprocess_env())
+    wait_for_lines(process, run / METRICS_FILE, 1)
+    startup = time.monotonic() - started
+    assert process.wait(timeout=300) == 0
+    return Uninterrupted(final_weights(run), startup)
 
 
 def check_after_kill(run: Path) -> int:
@@ -79,11 +101,11 @@ def check_after_kill(run: Path) -> int:
     return loaded.step
 
 
-def check_completed(run: Path, uninterrupted: dict[str, np.ndarray]) -> None:
+def check_completed(run: Path, uninterrupted: Uninterrupted) -> None:
     """Resumed to the end: same weights as the uninterrupted run, each step once in the history,
     and no debris of killed writes (temp files, half checkpoints) left in checkpoints/."""
     for name, value in final_weights(run).items():
-        np.testing.assert_array_equal(value, uninterrupted[name], err_msg=name)
+        np.testing.assert_array_equal(value, uninterrupted.weights[name], err_msg=name)
     history = current_history(read_metrics(run / METRICS_FILE).events)
     assert [e.step for e in history if isinstance(e, StepCompleted)] == list(range(1, ITERATIONS + 1))
     names = {p.name for p in (run / "checkpoints").iterdir()} - {"latest.json"}
@@ -91,43 +113,46 @@ def check_completed(run: Path, uninterrupted: dict[str, np.ndarray]) -> None:
     assert names == {f"{s}{x}" for s in stems for x in (".json", ".safetensors", ".optimizer.safetensors")}
 
 
-def kill_at_random_moment(command: list[str], run: Path, start_step: int, rng: random.Random) -> bool:
-    """Start `command`, SIGKILL it after a random number of the metrics lines still to come (0: at a random
-    time in start-up, run creation, loading or compiling) plus a random delay. False if it finished first."""
+def kill_at_random_moment(command: list[str], run: Path, start_step: int, startup_seconds: float,
+                          rng: random.Random) -> str | None:
+    """Start `command` and SIGKILL it after a random number of the metrics lines still to come plus a few
+    ms, or (0 lines) at a random time within start-up: run creation, loading, compiling. Returns where
+    it struck, None if the process finished first."""
     metrics = run / METRICS_FILE
-    before = metrics.read_bytes().count(b"\n") if metrics.exists() else 0
+    before = line_count(metrics)
     steps_left = ITERATIONS - start_step
     target = rng.randint(0, steps_left + 2 * steps_left // EVAL_INTERVAL)  # start, steps, evals, checkpoints
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=subprocess_env())
     try:
-        deadline = time.monotonic() + 120
         if target == 0:
-            time.sleep(rng.uniform(0.0, 1.5))
+            delay = rng.uniform(0.0, startup_seconds)
+            time.sleep(delay)
+            where = f"{delay:.2f} s into start-up"
         else:
-            while process.poll() is None and time.monotonic() < deadline:
-                if metrics.exists() and metrics.read_bytes().count(b"\n") - before >= target:
-                    break
-                time.sleep(0.002)
+            wait_for_lines(process, metrics, before + target)
             time.sleep(rng.uniform(0.0, 0.03))
+            where = f"after {target} metrics lines"
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
         code = process.wait(timeout=30)
         assert code in (0, -signal.SIGKILL), f"exit code {code} before the kill"
-        return code == -signal.SIGKILL
+        return where if code == -signal.SIGKILL else None
     finally:
         process.kill()
         process.wait()
 
 
 def test_random_kills_never_lose_more_than_one_eval_interval(small_store: Path, tmp_path: Path,
-                                                            uninterrupted: dict[str, np.ndarray]):
+                                                            uninterrupted: Uninterrupted):
     rng = random.Random(SEED)
     runs = [tmp_path / "run-1"]
     kills, step = 0, -1
     while kills < RANDOM_KILLS:
         command = mlxstory_command(*continue_args(small_store, runs[-1]))
-        if not kill_at_random_moment(command, runs[-1], max(step, 0), rng):  # finished first: start another
+        start = max(step, 0)
+        where = kill_at_random_moment(command, runs[-1], start, uninterrupted.startup_seconds, rng)
+        if where is None:  # it finished first: check it, then go on with a new run
             check_completed(runs[-1], uninterrupted)
             runs.append(tmp_path / f"run-{len(runs) + 1}")
             step = -1
@@ -135,6 +160,8 @@ def test_random_kills_never_lose_more_than_one_eval_interval(small_store: Path, 
         kills += 1
         with fault("kill at a random moment"):
             step = check_after_kill(runs[-1])
+        state = {-1: "no run yet", 0: "no checkpoint yet"}.get(step, f"checkpoint at step {step}")
+        print(f"kill {kills} ({runs[-1].name}, from step {start}): {where}; left {state}")
     run = runs[-1]
     result = run_mlxstory(*continue_args(small_store, run))
     assert result.returncode == 0, result.stderr[-2000:]
@@ -152,8 +179,7 @@ CHECKPOINT_FAULTS = [
 ]
 
 
-def test_kills_inside_checkpoint_writes(small_store: Path, tmp_path: Path,
-                                        uninterrupted: dict[str, np.ndarray]):
+def test_kills_inside_checkpoint_writes(small_store: Path, tmp_path: Path, uninterrupted: Uninterrupted):
     run = tmp_path / "run"
     for point, expected in CHECKPOINT_FAULTS:
         with fault("kill inside a checkpoint write"):
