@@ -6,7 +6,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import mlxstory  # noqa: F401  isort: skip  (loads MKL before mlx.core)
-import mlx.core as mx
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
@@ -176,4 +175,3 @@ def test_resuming_a_finished_run_says_how_to_go_further(tmp_path, small_corpus):
     list(train(run))
     events = list(train(run, resume=True))
     assert events[-1].reason == "completed" and "--iterations" in events[-1].message
-    assert mx.default_device() is not None
