@@ -15,8 +15,16 @@ from typing import Any, TypeVar
 from mlxstory import ron
 from mlxstory.errors import MlxstoryError
 
-PRESETS = ("tiny", "seed", "mac")
-DEFAULT_PRESET = "seed"
+# name -> (model file, train file or None for TrainConfig's defaults), all in mlxstory/presets.
+PRESET_FILES: dict[str, tuple[str, str | None]] = {
+    "tiny": ("tiny.model.ron", "tiny.train.ron"),  # minutes on a laptop CPU; tests and demos
+    "small": ("seed.model.ron", None),  # the original's model, 2,000 steps of the default recipe
+    "seed": ("seed.model.ron", "seed.train.ron"),  # the original's model and schedule sizes
+    "mac": ("mac.model.ron", "mac.train.ron"),  # ~20M parameters for an M-series GPU
+}
+PRESETS = tuple(PRESET_FILES)
+# Laptop-sized: the measured quality budget (2,000 steps of 64x64 tokens) on the original's model.
+DEFAULT_PRESET = "small"
 
 
 class ConfigError(MlxstoryError):
@@ -103,11 +111,15 @@ def config_from_mapping(cls: type[C], values: dict[str, Any], where: str = "conf
             value = float(value)
         elif type(default) is not type(value):
             raise ConfigError(
-                f"{where}: field {name} must be {type(default).__name__}, got {type(value).__name__} {value!r}"
+                f"{where}: field {name} must be {type(default).__name__}, "
+                f"got {type(value).__name__} {value!r}"
             )
         kwargs[name] = value
     config = cls(**kwargs)
-    config.validate()
+    try:
+        config.validate()
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
     return config
 
 
@@ -120,7 +132,9 @@ def load_config(cls: type[C], path: str | Path) -> C:
     except ron.RonError as error:
         raise ConfigError(f"{path}:{error}") from None
     if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a struct like `(field: value, ...)`, got {type(values).__name__}")
+        raise ConfigError(
+            f"{path}: expected a struct like `(field: value, ...)`, got {type(values).__name__}"
+        )
     return config_from_mapping(cls, dict(values), where=str(path))
 
 
@@ -132,9 +146,9 @@ def save_config(config: ModelConfig | TrainConfig, path: str | Path) -> None:
 def load_preset(name: str) -> tuple[ModelConfig, TrainConfig]:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-    folder = resources.files("mlxstory") / "presets"
-    model = load_config(ModelConfig, Path(str(folder / f"{name}.model.ron")))
-    train = load_config(TrainConfig, Path(str(folder / f"{name}.train.ron")))
+    model_file, train_file = PRESET_FILES[name]
+    model = load_config(ModelConfig, preset_path(model_file))
+    train = load_config(TrainConfig, preset_path(train_file)) if train_file else TrainConfig()
     return model, train
 
 
