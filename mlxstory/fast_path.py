@@ -157,3 +157,16 @@ LossFn = Callable[[GPT, mx.array, mx.array], mx.array]
 def training_loss_fn(device: mx.Device | mx.DeviceType | None = None) -> LossFn:
     """The loss to differentiate in a training step on `device` (default: MLX's default device)."""
     return fast_loss_fn if use_fast_path(device) else loss_fn
+
+
+def set_blas_threads(count: int) -> bool:
+    """Threads for the MKL that MLX calls on Linux (not PyTorch's own copy); False without MKL."""
+    import ctypes
+
+    from mlxstory import cpu_speedups
+
+    library = cpu_speedups.REPORT.blas_library
+    if not library or "mkl" not in library:
+        return False
+    ctypes.CDLL(library).MKL_Set_Num_Threads(ctypes.c_int(count))
+    return True

@@ -114,3 +114,28 @@ def test_one_adamw_step_gives_the_same_weights(pair):
         assert difference.max() < 1e-4, name
         assert np.mean(difference < 1e-5) > 0.99, name
         assert np.abs(np.array(after[name]) - before[name]).max() > lr / 2, f"{name} did not move"
+
+
+def test_mlxstory_bench_json_has_the_contract_fields(tmp_path):
+    """`mlxstory bench --json`: one JSON document on stdout, one row per framework and preset."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from mlxstory.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "--json", "--presets", "tiny", "--steps", "2", "--warmup", "1",
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    rows = {(r["framework"], r["preset"]): r for r in document["results"]}
+    assert set(rows) == {("mlx", "tiny"), ("pytorch", "tiny")}
+    for row in rows.values():
+        assert row["device"] == "cpu"
+        assert row["train_tokens_per_second"] > 0 and row["generate_tokens_per_second"] > 0
+        assert row["train_ms_per_step"] == pytest.approx(32 * 64 / row["train_tokens_per_second"] * 1000)
+        assert "peak_memory_bytes" in row
+    assert rows[("mlx", "tiny")]["peak_memory_bytes"] > 0
+    folder = tmp_path / document["machine_tag"]
+    assert {p.name for p in folder.iterdir()} == {"results.json", "results.md", "chart.png"}
+    assert "| tiny | mlx | cpu |" in (folder / "results.md").read_text()
