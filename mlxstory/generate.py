@@ -25,6 +25,7 @@ from typing import Any, Literal
 import mlx.core as mx
 
 from mlxstory.errors import MlxstoryError
+from mlxstory.model import FixedKVCache
 from mlxstory.sampling import Sampler, make_sampler
 
 DecodeMode = Literal["cached", "recompute"]
@@ -34,10 +35,9 @@ FinishReason = Literal["stop", "length"]
 class KVDecoder:
     """Incremental decoding at batch 1 with a fixed-size KV cache that slides when full.
 
-    The prompt and each slide go through the model's own forward with `model.make_cache()`; every
-    later token goes through one compiled step whose shapes never change (keys and values live in
-    (1, H, context_length, head_size) buffers, the new entry is written at `pos` and later slots are
-    masked out), so MLX traces it once per decoder instead of once per position.
+    The prompt and each slide go through the model's forward with `model.make_cache()`; every later
+    token goes through one compiled step over `FixedKVCache`s (keys and values in (1, H, context_length,
+    head_size) buffers), so MLX traces it once per decoder instead of once per position.
     """
 
     def __init__(self, model: Any, *, slide_keep: int | None = None) -> None:
@@ -85,39 +85,17 @@ class KVDecoder:
 def compiled_decode_step(model: Any) -> Callable[..., tuple[mx.array, list[mx.array], list[mx.array]]]:
     """`step(token (1, 1), position (1,), keys, values) -> (logits (1, V), keys, values)`, compiled.
 
-    Mirrors `Block.__call__` and `CausalSelfAttention.__call__` in eval mode (tests compare it with the
-    model's own full forward); dropout is off, so it is left out. The weights are inputs of the compiled
-    function, not constants, so a model that is still training (the dashboard samples from it) is read fresh.
+    The model's own forward over `FixedKVCache`s, so shapes never change between tokens. The weights are
+    inputs of the compiled function, not constants, so a model that is still training (the dashboard
+    samples from it) is read fresh.
     """
-    context_length = model.config.context_length
 
     def step(
         token: mx.array, position: mx.array, keys: list[mx.array], values: list[mx.array]
     ) -> tuple[mx.array, list[mx.array], list[mx.array]]:
-        slots = mx.arange(context_length)
-        write = (slots == position)[:, None]  # (S, 1): the one slot this token fills
-        mask = mx.where(slots <= position, 0.0, -mx.inf)  # this token sees slots 0..position
-        x = model.token_embedding(token) + model.position_embedding(position)  # (1, 1, C)
-        new_keys, new_values = [], []
-        for block, block_keys, block_values in zip(model.blocks, keys, values, strict=True):
-            attention = block.attention
-            B, T, C = x.shape
-            q, k, v = mx.split(attention.qkv(block.ln1(x)), 3, axis=-1)
-            q, k, v = (
-                a.reshape(B, T, attention.head_count, attention.head_size).transpose(0, 2, 1, 3)
-                for a in (q, k, v)
-            )  # (1, H, 1, hs)
-            block_keys = mx.where(write, k, block_keys)  # (1, H, S, hs)
-            block_values = mx.where(write, v, block_values)
-            new_keys.append(block_keys)
-            new_values.append(block_values)
-            y = mx.fast.scaled_dot_product_attention(
-                q, block_keys, block_values, scale=attention.scale, mask=mask
-            )
-            x = x + attention.proj(y.transpose(0, 2, 1, 3).reshape(B, T, C))
-            x = x + block.feed_forward(block.ln2(x))
-        logits = model.head(model.final_norm(x))[:, -1, :]
-        return logits, new_keys, new_values
+        cache = [FixedKVCache(k, v, position) for k, v in zip(keys, values, strict=True)]
+        logits = model(token, cache)[:, -1, :]
+        return logits, [layer.keys for layer in cache], [layer.values for layer in cache]
 
     return mx.compile(step, inputs=model.state)
 

@@ -19,7 +19,7 @@ from mlxstory.config import ModelConfig
 
 @dataclass
 class KVCache:
-    """Keys and values of the positions seen so far, per layer, for incremental decoding."""
+    """Keys and values of the positions seen so far, per layer, growing as tokens arrive."""
 
     keys: mx.array | None = None  # (B, H, S, hs)
     values: mx.array | None = None
@@ -28,6 +28,14 @@ class KVCache:
     def offset(self) -> int:
         return 0 if self.keys is None else self.keys.shape[2]
 
+    def positions(self, length: int, context_length: int) -> mx.array:
+        if self.offset + length > context_length:
+            raise ValueError(
+                f"{self.offset + length} positions exceed context_length {context_length}; "
+                "slide the window (see generate.py)"
+            )
+        return mx.arange(self.offset, self.offset + length)
+
     def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
         if self.keys is None:
             self.keys, self.values = keys, values
@@ -35,6 +43,41 @@ class KVCache:
             self.keys = mx.concatenate([self.keys, keys], axis=2)
             self.values = mx.concatenate([self.values, values], axis=2)
         return self.keys, self.values
+
+    def attention_mask(self, length: int) -> mx.array | str | None:
+        """For the `length` tokens just added by `update_and_fetch`."""
+        start = self.offset - length
+        if length == 1:
+            return None  # one new token attends to everything cached
+        return "causal" if start == 0 else causal_mask(length, start)
+
+
+@dataclass
+class FixedKVCache:
+    """A cache in full-context buffers for decoding one token at a time at `position` (an array).
+
+    Shapes never change as decoding advances (the new entry is written in place, later slots are
+    masked out), so a compiled decode step is traced once instead of once per position.
+    """
+
+    keys: mx.array  # (B, H, context_length, hs)
+    values: mx.array
+    position: mx.array  # (1,) int: the slot the next token fills
+
+    def positions(self, length: int, context_length: int) -> mx.array:
+        if length != 1:
+            raise ValueError("a FixedKVCache decodes one token at a time")
+        return self.position
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        write = (mx.arange(self.keys.shape[2]) == self.position)[:, None]  # (S, 1)
+        self.keys = mx.where(write, keys, self.keys)
+        self.values = mx.where(write, values, self.values)
+        return self.keys, self.values
+
+    def attention_mask(self, length: int) -> mx.array:
+        """The token at `position` sees slots 0..position."""
+        return mx.where(mx.arange(self.keys.shape[2]) <= self.position, 0.0, -mx.inf)
 
 
 def causal_mask(query_length: int, offset: int) -> mx.array:
@@ -55,9 +98,8 @@ class CausalSelfAttention(nn.Module):
         self.attention_dropout = nn.Dropout(config.attention_dropout)
         self.dropout_weights = config.attention_dropout > 0
 
-    def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
+    def __call__(self, x: mx.array, cache: KVCache | FixedKVCache | None = None) -> mx.array:
         B, T, C = x.shape
-        offset = 0 if cache is None else cache.offset
         q, k, v = mx.split(self.qkv(x), 3, axis=-1)
         # (B, T, C) -> (B, H, T, hs): all heads batched in one matmul
         q, k, v = (a.reshape(B, T, self.head_count, self.head_size).transpose(0, 2, 1, 3) for a in (q, k, v))
@@ -67,15 +109,10 @@ class CausalSelfAttention(nn.Module):
         if self.training and self.dropout_weights:
             # The fused kernel has no dropout on the weights, so spell attention out.
             scores = (q * self.scale) @ k.transpose(0, 1, 3, 2)  # (B, H, T, S)
-            weights = mx.softmax(scores + causal_mask(T, offset), axis=-1)
+            weights = mx.softmax(scores + causal_mask(T, k.shape[2] - T), axis=-1)
             y = self.attention_dropout(weights) @ v
         else:
-            if T == 1:
-                mask = None  # one new token attends to everything cached
-            elif offset == 0:
-                mask = "causal"
-            else:
-                mask = causal_mask(T, offset)
+            mask = "causal" if cache is None else cache.attention_mask(T)
             y = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         y = y.transpose(0, 2, 1, 3).reshape(B, T, C)
         return self.proj(y)
@@ -103,7 +140,7 @@ class Block(nn.Module):
         self.feed_forward = FeedForward(config)
         self.residual_dropout = nn.Dropout(config.residual_dropout)
 
-    def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
+    def __call__(self, x: mx.array, cache: KVCache | FixedKVCache | None = None) -> mx.array:
         # The original's form: dropout acts on the residual stream itself, not on the branch.
         x = self.residual_dropout(x) + self.attention(self.ln1(x), cache)
         x = self.residual_dropout(x) + self.feed_forward(self.ln2(x))
@@ -137,16 +174,15 @@ class GPT(nn.Module):
 
         self.update(tree_map_with_path(reinit, self.parameters()))
 
-    def __call__(self, tokens: mx.array, cache: list[KVCache] | None = None) -> mx.array:
+    def __call__(self, tokens: mx.array, cache: list[KVCache] | list[FixedKVCache] | None = None) -> mx.array:
         """(B, T) token ids -> (B, T, vocab) logits. With a cache, T new tokens follow its contents."""
         B, T = tokens.shape
-        offset = 0 if cache is None else cache[0].offset
-        if offset + T > self.config.context_length:
-            raise ValueError(
-                f"{offset + T} positions exceed context_length {self.config.context_length}; "
-                "slide the window (see generate.py)"
-            )
-        positions = mx.arange(offset, offset + T)
+        if cache is None:
+            if T > self.config.context_length:
+                raise ValueError(f"{T} positions exceed context_length {self.config.context_length}")
+            positions = mx.arange(T)
+        else:
+            positions = cache[0].positions(T, self.config.context_length)
         x = self.embedding_dropout(self.token_embedding(tokens) + self.position_embedding(positions))
         for i, block in enumerate(self.blocks):
             x = block(x, None if cache is None else cache[i])
