@@ -7,12 +7,14 @@ MLX_WORLD_SIZE). Only then is `mx.distributed.init()` called, so a plain `mlxsto
 touches a backend and behaves exactly as it always did (group None).
 
 Rank 0 alone prepares the run (tokenizing, writing the run directory) while the others wait at a
-collective; it then sends them the run's path. Everything here is a tiny `all_sum`: MLX's
-backends are the only networking.
+collective; it then sends them the run's path, and the run's files to any rank that does not see
+them (another Mac without a shared folder). Everything here is an `all_sum`: MLX's backends are
+the only networking.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -97,7 +99,7 @@ def broadcast_bytes(payload: bytes | None, group: Any) -> bytes | None:
     import mlx.core as mx
 
     sending = group.rank() == 0 and payload is not None
-    size = mx.distributed.all_sum(mx.array([len(payload) + 1 if sending else 0], dtype=mx.int32), group=group)
+    size = mx.distributed.all_sum(mx.array([len(payload) + 1 if sending else 0], dtype=mx.int64), group=group)
     length = int(size.item()) - 1
     if length < 0:
         return None
@@ -109,8 +111,8 @@ def broadcast_bytes(payload: bytes | None, group: Any) -> bytes | None:
 
 def prepared_by_rank0(prepare: Callable[[], Path], group: Any) -> Path:
     """Run `prepare()` (making or reopening the run directory) on rank 0 only, while the others wait;
-    every rank returns its path. If rank 0 fails, it raises its own error and the others a short one.
-    Every rank then checks that it sees the directory (a shared folder)."""
+    every rank returns its path, with rank 0's files (`share_run`). If rank 0 fails, it raises its own
+    error and the others a short one."""
     if group is None:
         return prepare()
     if group.rank() == 0:
@@ -125,14 +127,76 @@ def prepared_by_rank0(prepare: Callable[[], Path], group: Any) -> Path:
         if sent is None:
             raise MlxstoryError(f"rank {group.rank()}: rank 0 could not prepare the run (its error says why)")
         path = Path(os.fsdecode(sent))
-    missing = count_ranks(not (path / "run.json").is_file(), group)
-    if missing:
-        raise MlxstoryError(
-            f"{missing} of {group.size()} processes cannot see the run directory {path} that rank 0 made; "
-            "every machine needs the run (and its token store) at the same path: put --out on a shared "
-            "folder mounted at the same place on each Mac, or start from the same folder (mlx.launch --cwd)"
-        )
+    share_run(path, group)
     return path
+
+
+def run_files(path: Path) -> list[str]:
+    """What `train()` reads from a run: configs, tokenizer, the token store and the latest checkpoint,
+    as paths relative to the run directory (absolute for a token store outside it)."""
+    from mlxstory.checkpoint import CHECKPOINT_DIR, LATEST, read_latest
+    from mlxstory.run_dir import RUN_FILE, open_run
+
+    run = open_run(path)
+    names = [RUN_FILE, "model.ron", "train.ron", "tokenizer.ron"]
+    store = run.data_path.resolve()
+    inside = store.is_relative_to(path.resolve())
+    names += [str(file.relative_to(path.resolve()) if inside else file)
+              for file in sorted(store.rglob("*")) if file.is_file()]
+    latest = read_latest(path)
+    if latest is not None:
+        if (path / CHECKPOINT_DIR / LATEST).is_file():
+            names.append(f"{CHECKPOINT_DIR}/{LATEST}")
+        names += [f"{CHECKPOINT_DIR}/{latest[key]}" for key in ("weights", "optimizer", "state")]
+    return names
+
+
+def share_run(path: Path, group: Any) -> None:
+    """Give every rank rank 0's copy of the run's files, so machines need no shared folder: a rank that
+    sees the same files (one machine, or a shared folder) copies nothing; one that lacks a file or holds
+    another version gets rank 0's bytes over the group and writes them at the same path under its own
+    working directory (a token store outside the run: at the same absolute path)."""
+    import hashlib
+
+    import mlx.core as mx
+
+    from mlxstory.checkpoint import read_latest
+
+    def fingerprint(name: str) -> list:
+        file = path / name
+        return [file.stat().st_size, hashlib.sha256(file.read_bytes()).hexdigest()] if file.is_file() else []
+
+    rank = group.rank()
+    listing = None
+    if rank == 0:
+        names = run_files(path)
+        listing = json.dumps({"files": {name: fingerprint(name) for name in names},
+                              "latest": read_latest(path)}).encode()
+    manifest = json.loads(broadcast_bytes(listing, group))
+    names = list(manifest["files"])
+    lacking = np.array([fingerprint(name) != manifest["files"][name] for name in names], np.int32)
+    wanted = np.array(mx.distributed.all_sum(mx.array(lacking), group=group))  # lacked by any rank
+    failed = ""
+    for index in np.flatnonzero(wanted):
+        name = names[index]
+        data = broadcast_bytes((path / name).read_bytes() if rank == 0 else None, group)
+        if lacking[index] and not failed:
+            try:
+                _write(path / name, data)
+            except OSError as error:
+                failed = f"cannot write {path / name} ({error})"
+    if not failed and read_latest(path) != manifest["latest"]:
+        failed = f"{path} on this machine holds another run's checkpoints; move them or use another --out"
+    if count_ranks(bool(failed), group):
+        raise MlxstoryError(f"rank {rank}: {failed}" if failed else
+                            f"rank {rank}: another rank could not take a copy of {path} (its error says why)")
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.copy-{os.getpid()}")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
 
 
 @contextmanager
