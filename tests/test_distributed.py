@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -57,15 +58,23 @@ def worker_env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
 
-def start_ranks(args: list[str], cwd: Path, **extra: str) -> list[subprocess.Popen]:
-    """Two ranks of `mlxstory <args>`, each with the environment mlx.launch gives a ring rank."""
+def start_ranks(args: list[str], cwds: list[Path], **extra: str) -> list[subprocess.Popen]:
+    """Two ranks of `mlxstory <args>`, each with the environment mlx.launch gives a ring rank; rank r
+    runs in cwds[r] (two folders: like two machines without a shared folder)."""
     port = free_ports(2)
-    hostfile = cwd / "hosts.json"
+    hostfile = cwds[0] / "hosts.json"
     hostfile.write_text(json.dumps([[f"127.0.0.1:{port}"], [f"127.0.0.1:{port + 1}"]]))
-    return [subprocess.Popen([sys.executable, str(WORKER), *args], cwd=cwd, text=True, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE,
+    return [subprocess.Popen([sys.executable, str(WORKER), *args], cwd=cwds[rank], text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              env=worker_env(MLX_RANK=str(rank), MLX_HOSTFILE=str(hostfile), **extra))
             for rank in range(2)]
+
+
+def finish(ranks: list[subprocess.Popen]) -> list[str]:
+    """Each rank's stderr, after checking that every rank succeeded."""
+    outputs = [rank.communicate(timeout=TIMEOUT)[1] for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [0, 0], outputs
+    return outputs
 
 
 def launch(args: list[str], cwd: Path, **extra: str) -> subprocess.CompletedProcess:
@@ -142,10 +151,42 @@ def test_two_ranks_keep_identical_weights_and_match_one_process_at_twice_the_bat
         np.testing.assert_allclose(rank0[name], expected[name], rtol=1e-4, atol=2e-5, err_msg=name)
 
 
+def test_machines_without_a_shared_folder_get_the_run_from_rank_0(tmp_path, stories):
+    one, two, dumps = tmp_path / "one", tmp_path / "two", tmp_path / "dumps"
+    one.mkdir(), two.mkdir()
+    finish(start_ranks(["train", "--data", str(stories), *FAST, "--iterations", "2", "--out", "run"],
+                       [one, two]))
+    # Rank 1 received what training reads (configs, tokenizer, token store) and wrote nothing itself.
+    for name in ("run.json", "model.ron", "train.ron", "tokenizer.ron", "data/tokens.bin",
+                 "data/manifest.json"):
+        assert (two / "run" / name).read_bytes() == (one / "run" / name).read_bytes(), name
+    assert not (two / "run" / "metrics.jsonl").exists() and not (two / "run" / "checkpoints").exists()
+
+    # A resume sends rank 0's latest checkpoint along; both ranks continue from it in step.
+    errors = finish(start_ranks(["train", "--resume", "run", "--iterations", "3", "--no-tui"], [one, two],
+                                MLXSTORY_TEST_DUMP=str(dumps)))
+    assert errors[1] == "" and "from step 2" in errors[0]
+    assert read_latest(two / "run")["step"] == 2 and read_latest(one / "run")["step"] == 3
+    rank0, rank1 = load_dump(dumps / "rank-0.npz"), load_dump(dumps / "rank-1.npz")
+    for name in rank0:
+        np.testing.assert_array_equal(rank1[name], rank0[name], err_msg=name)
+
+    # A folder on rank 1's machine holding another run's checkpoints is never trained over.
+    shutil.copytree(two / "run", two / "other")
+    ranks = start_ranks(["train", "--data", str(stories), *FAST, "--iterations", "2", "--out", "other"],
+                        [one, two])
+    errors = [rank.communicate(timeout=TIMEOUT)[1] for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [1, 1]
+    assert errors[1].startswith("error: rank 1: other on this machine holds another run's checkpoints;")
+    assert errors[0].endswith("error: rank 0: another rank could not take a copy of other "
+                              "(its error says why)\n")
+    assert errors[1].count("\n") == 1 and read_latest(one / "other") is None
+
+
 def test_a_rank_that_dies_stops_the_other_with_one_error_line(tmp_path, stories):
     run = tmp_path / "run"
     ranks = start_ranks(["train", "--data", str(stories), *FAST, "--iterations", "8", "--out", str(run)],
-                        tmp_path, MLXSTORY_TEST_DIE="1@3")
+                        [tmp_path, tmp_path], MLXSTORY_TEST_DIE="1@3")
     ranks[1].wait(timeout=TIMEOUT)
     died = time.monotonic()
     _, err = ranks[0].communicate(timeout=TIMEOUT)
@@ -163,7 +204,7 @@ def test_when_rank_0_cannot_make_the_run_every_rank_stops(tmp_path, stories):
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "notes.txt").write_text("keep me")
-    ranks = start_ranks(["train", "--data", str(stories), *FAST, "--out", str(taken)], tmp_path)
+    ranks = start_ranks(["train", "--data", str(stories), *FAST, "--out", str(taken)], [tmp_path, tmp_path])
     (_, err0), (_, err1) = (rank.communicate(timeout=TIMEOUT) for rank in ranks)
     assert [rank.returncode for rank in ranks] == [1, 1]
     assert err0.startswith("error: --out") and "already exists" in err0 and err0.count("\n") == 1
