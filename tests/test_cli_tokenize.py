@@ -96,3 +96,27 @@ def test_offline_hub_names_data_option(tmp_path: Path, monkeypatch: pytest.Monke
     result = invoke("--data", "tinystories-10k", "--out", str(tmp_path / "out"))
     assert result.exit_code == 1 and "--data" in result.stderr and "tinystories-10k" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_gptrs_dataset_files_move_both_ways(tmp_path: Path, small_parquet: Path) -> None:
+    exported = tmp_path / "dataset.ron"
+    first = invoke("--data", str(small_parquet), "--vocab-size", "300", "--out", str(tmp_path / "a"),
+                   "--gptrs-out", str(exported))
+    assert first.exit_code == 0, first.output
+    assert exported.read_text().startswith("(char_to_id: {")
+    # Read back as a data source: the gpt-rs tokenizer is kept, not retrained, and the stories survive.
+    second = invoke("--data", str(exported), "--out", str(tmp_path / "b"))
+    assert second.exit_code == 0, second.output
+    a, b = TokenStore.open(tmp_path / "a"), TokenStore.open(tmp_path / "b")
+    assert b.tokenizer.merges == a.tokenizer.merges and b.tokenizer.alphabet == a.tokenizer.alphabet
+    assert list(b.split_tokens("train")) == list(a.split_tokens("train"))
+    assert b.split_bytes("val") == a.split_bytes("val")
+
+
+def test_a_broken_gptrs_dataset_is_one_error_line(tmp_path: Path) -> None:
+    bad = tmp_path / "dataset.ron"
+    bad.write_text("(char_to_id: {'a': 0}, id_to_char: {0: 'a'}, mergings: [], encoded_data: [[0, 7]])")
+    result = invoke("--data", str(bad), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and "error:" in result.stderr and str(bad) in result.stderr
+    assert not (tmp_path / "out" / "manifest.json").exists()

@@ -60,20 +60,42 @@ def tokenize(
         float, typer.Option("--val-fraction", help="Share of the stories held out for validation.")
     ] = 0.1,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the train/val split.")] = 1337,
+    gptrs_out: Annotated[
+        Path | None,
+        typer.Option("--gptrs-out", metavar="FILE",
+                     help="Also write tokenizer and stories in the original gpt-rs dataset RON format."),
+    ] = None,
 ) -> None:
     """Train a BPE tokenizer on the train split of SOURCE and write the token store to DIR.
 
     Writes tokenizer.ron, tokens.bin, stories.npy and manifest.json; the split is by story, seeded.
+    A gpt-rs dataset file (`.ron`) as SOURCE keeps its own tokenizer instead of training one.
     """
-    from mlxstory.sources import load_texts
-    from mlxstory.token_store import build_token_store, check_val_fraction
+    from mlxstory.sources import SourceTexts, load_texts
+    from mlxstory.token_store import TokenStore, build_token_store, check_val_fraction
 
     start = time.perf_counter()
     check_val_fraction(val_fraction)
-    source = load_texts(data)
     with progress_bars() as bar:
-        store = build_token_store(
-            out, source, vocab_size, val_fraction=val_fraction, seed=seed,
-            on_train_progress=bar("training tokenizer (merges)"), on_encode_progress=bar("encoding stories"),
-        )
+        if data.endswith(".ron"):
+            from mlxstory.gptrs_dataset import read_gptrs_dataset
+
+            dataset = read_gptrs_dataset(data)
+            texts = [dataset.tokenizer.decode(story) for story in dataset.stories]
+            source = SourceTexts(texts, data, f"gpt-rs dataset {data} ({len(texts):,} stories)")
+            store = TokenStore.create(out, texts, dataset.tokenizer, source=source, val_fraction=val_fraction,
+                                      seed=seed, progress=bar("encoding stories"))
+        else:
+            source = load_texts(data)
+            store = build_token_store(
+                out, source, vocab_size, val_fraction=val_fraction, seed=seed,
+                on_train_progress=bar("training tokenizer (merges)"),
+                on_encode_progress=bar("encoding stories"),
+            )
     typer.echo(f"wrote {store.summary()} in {time.perf_counter() - start:.1f} s", err=True)
+    if gptrs_out is not None:
+        from mlxstory.gptrs_dataset import write_gptrs_dataset
+
+        stories = store.tokenizer.encode_batch(source.texts, on_unknown="ignore")
+        write_gptrs_dataset(gptrs_out, store.tokenizer, stories)
+        typer.echo(f"wrote gpt-rs dataset {gptrs_out} ({len(stories):,} stories)", err=True)
