@@ -44,6 +44,9 @@ def init_group(environ: Mapping[str, str] = os.environ) -> Any:
     """The group of all launched processes, or None for a single process (no launcher, or a group of 1)."""
     if not launched(environ):
         return None
+    hostfile = environ.get("MLX_HOSTFILE")
+    if hostfile and Path(hostfile).is_file() and not Path(hostfile).read_text().strip():
+        return None  # `mlx.launch -n 1` gives the ring an empty hostfile: one process
     import mlx.core as mx
 
     try:
