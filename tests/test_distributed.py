@@ -96,11 +96,13 @@ def stories(tmp_path_factory: pytest.TempPathFactory, sample_texts: list[str]) -
     return path
 
 
-def test_only_a_launcher_makes_a_group():
+def test_only_a_launcher_makes_a_group(tmp_path):
     assert not launched({})
     assert launched({"MLX_RANK": "1", "MLX_HOSTFILE": "/tmp/hosts.json"})
     assert launched({"OMPI_COMM_WORLD_SIZE": "4"})
     assert init_group({}) is None  # a plain `mlxstory train` never starts a backend
+    (tmp_path / "hosts").write_text("\n")  # what `mlx.launch -n 1` hands its one process
+    assert init_group({"MLX_RANK": "0", "MLX_HOSTFILE": str(tmp_path / "hosts")}) is None
 
 
 @pytest.mark.parametrize("micro_batches", [1, 3])
