@@ -18,7 +18,6 @@ from pathlib import Path
 
 import mlxstory  # noqa: F401  isort: skip  (loads MKL before mlx.core)
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
@@ -72,15 +71,14 @@ class MLXSide:
     def __init__(self, model_config: ModelConfig, train_config: TrainConfig, weights: Path, batch: Batch):
         self.device = "gpu" if mx.is_available(mx.gpu) else "cpu"
         mx.set_default_device(mx.gpu if self.device == "gpu" else mx.cpu)
-        self.path = "fast (fused CPU loss)" if fast_path.use_fast_path() else "plain"
-        if os.environ.get("MLXSTORY_BLAS_THREADS"):
-            fast_path.set_blas_threads(int(os.environ["MLXSTORY_BLAS_THREADS"]))
+        fast = fast_path.use_fast_path()
+        self.path = f"fused CPU loss, {fast_path.cpu_workers()} CPU streams" if fast else "plain"
         model = GPT(model_config)
         model.load_weights(str(weights))
         model.train()
         optimizer = AdamW(model.trainable_parameters(), model.decay_mask(), betas=train_config.betas,
                           weight_decay=train_config.weight_decay)
-        value_and_grad = nn.value_and_grad(model, fast_path.training_loss_fn())
+        value_and_grad = fast_path.training_value_and_grad(model)
         state = [model.state, optimizer.state, mx.random.state]
         clip = train_config.grad_clip
 

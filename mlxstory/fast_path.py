@@ -7,7 +7,7 @@ model's forward pass so that nearly all non-matmul work lands in such fused kern
 - softmax (attention and cross-entropy) spelled as max / exp / sum, so it fuses with the scale,
   the causal mask and the dropout that surround it;
 - LayerNorm as mean / variance arithmetic instead of the `fast` op (a plain-op fallback on CPU);
-- dropout masks from a counter-based integer hash (two murmur3 finalisers) seeded once per call
+- dropout masks from a counter-based integer hash (murmur3's finaliser) seeded once per call
   from `mx.random`, instead of one threefry draw per element.
 
 With dropout off the loss and gradients equal `model.loss_fn` to fp32 rounding (tests/test_fast_path.py);
@@ -17,10 +17,16 @@ with dropout on, masks differ from `nn.Dropout`'s draws but keep its distributio
 
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
 from collections.abc import Callable
 
 import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_map
 
+from mlxstory import cpu_speedups
 from mlxstory.model import GPT, loss_fn
 
 _GOLDEN = 0x9E3779B9
@@ -40,7 +46,7 @@ def hashed_dropout(x: mx.array, p: float, seed: mx.array) -> mx.array:
     if p <= 0:
         return x
     index = mx.arange(x.size, dtype=mx.uint32).reshape(x.shape)
-    bits = _fmix32(_fmix32(index * _GOLDEN + seed[0]) ^ seed[1])
+    bits = _fmix32((index * _GOLDEN + seed[0]) ^ seed[1])
     threshold = min(int(round(p * 2**32)), 2**32 - 1)
     return mx.where(bits >= threshold, x * (1.0 / (1.0 - p)), 0.0)
 
@@ -161,12 +167,77 @@ def training_loss_fn(device: mx.Device | mx.DeviceType | None = None) -> LossFn:
 
 def set_blas_threads(count: int) -> bool:
     """Threads for the MKL that MLX calls on Linux (not PyTorch's own copy); False without MKL."""
-    import ctypes
-
-    from mlxstory import cpu_speedups
-
     library = cpu_speedups.REPORT.blas_library
     if not library or "mkl" not in library:
         return False
     ctypes.CDLL(library).MKL_Set_Num_Threads(ctypes.c_int(count))
     return True
+
+
+def keep_freed_memory() -> bool:
+    """Stop glibc returning big freed buffers to the OS (and faulting them back in every step).
+
+    MLX allocates each intermediate afresh; above glibc's mmap threshold every one is a new mapping
+    whose pages fault in on first touch (~10% of a CPU step). Process-wide; Linux/glibc only.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # noqa: N806  (glibc's names)
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**30))
+
+
+def cpu_workers() -> int:
+    """Physical cores, the number of CPU streams the batch is split over."""
+    override = os.environ.get("MLXSTORY_CPU_STREAMS")
+    if override:
+        return max(1, int(override))
+    count = os.cpu_count() or 1
+    try:
+        cores = {line.split(":")[1].strip() for line in open("/proc/cpuinfo") if line.startswith("core id")}
+        count = min(count, len(cores)) if cores else count
+    except OSError:
+        pass
+    return count
+
+
+def training_value_and_grad(model: GPT, device: mx.Device | mx.DeviceType | None = None):
+    """`nn.value_and_grad(model, loss_fn)` for a training step on `device`, as fast as that device allows.
+
+    On the CPU: the fused loss, with the batch split across one MLX CPU stream per physical core
+    (each stream is a thread, so the elementwise work MLX runs single-threaded uses every core) and
+    MKL at one thread per stream. The parts' losses and gradients are averaged weighted by their
+    size, so the result is the whole batch's mean. Elsewhere: the plain loss, unchanged.
+    Called with (model, inputs[B, T], targets[B, T]) -> (loss, grads), inside `mx.compile` or not.
+    """
+    if not use_fast_path(device):
+        return nn.value_and_grad(model, loss_fn)
+    value_and_grad = nn.value_and_grad(model, fast_loss_fn)
+    workers = cpu_workers()
+    if workers == 1:
+        return value_and_grad
+    keep_freed_memory()
+    set_blas_threads(1)
+    streams = [mx.default_stream(mx.cpu)] + [mx.new_stream(mx.cpu) for _ in range(workers - 1)]
+
+    def split_value_and_grad(model: GPT, inputs: mx.array, targets: mx.array):
+        B = inputs.shape[0]
+        bounds = [B * i // workers for i in range(workers + 1)]
+        parts = [(bounds[i], bounds[i + 1]) for i in range(workers) if bounds[i + 1] > bounds[i]]
+        losses, grads, weights = [], [], []
+        for i, (a, b) in enumerate(parts):
+            with mx.stream(streams[i]):
+                loss, grad = value_and_grad(model, inputs[a:b], targets[a:b])
+            losses.append(loss)
+            grads.append(grad)
+            weights.append((b - a) / B)
+
+        def mean(*values: mx.array) -> mx.array:
+            return sum(w * v for w, v in zip(weights, values, strict=True))
+
+        return mean(*losses), tree_map(mean, *grads)
+
+    return split_value_and_grad

@@ -101,3 +101,23 @@ def test_training_loss_with_dropout_has_the_plain_paths_distribution():
 def test_fast_path_is_chosen_for_the_cpu_only():
     assert fast_path.training_loss_fn(mx.cpu) is fast_path.fast_loss_fn
     assert fast_path.training_loss_fn(mx.gpu) is loss_fn
+
+
+@pytest.mark.parametrize("batch_size", [4, 5])
+def test_batch_split_over_cpu_streams_gives_the_whole_batch_mean(monkeypatch, batch_size):
+    """Two CPU streams each take part of the batch; the weighted mean is the whole batch's loss and
+    gradient (uneven parts too), inside `mx.compile` as the training step runs it."""
+    monkeypatch.setenv("MLXSTORY_CPU_STREAMS", "2")
+    config = dataclasses.replace(CONFIG, embedding_dropout=0.0, attention_dropout=0.0,
+                                 feed_forward_dropout=0.0, residual_dropout=0.0)
+    mx.random.seed(4)
+    model = GPT(config)
+    model.train()
+    x, y = batch(5, B=batch_size)
+    plain_loss, plain_grads = nn.value_and_grad(model, loss_fn)(model, x, y)
+    split = fast_path.training_value_and_grad(model, mx.cpu)
+    loss, grads = mx.compile(lambda x, y: split(model, x, y))(x, y)
+    assert loss.item() == pytest.approx(plain_loss.item(), abs=1e-5)
+    fast = dict(tree_flatten(grads))
+    for name, grad in tree_flatten(plain_grads):
+        np.testing.assert_allclose(np.array(fast[name]), np.array(grad), atol=2e-6, rtol=1e-4, err_msg=name)
