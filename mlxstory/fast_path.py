@@ -64,11 +64,28 @@ class _Seeds:
         return seed
 
 
-def _layer_norm(x: mx.array, weight: mx.array, bias: mx.array, eps: float = 1e-5) -> mx.array:
-    mean = x.mean(axis=-1, keepdims=True)
-    centered = x - mean
-    variance = (centered * centered).mean(axis=-1, keepdims=True)
-    return centered * mx.rsqrt(variance + eps) * weight + bias
+def _normalize(x: mx.array, eps: float = 1e-5) -> tuple[mx.array, mx.array]:
+    centered = x - x.mean(axis=-1, keepdims=True)
+    inverse_std = mx.rsqrt((centered * centered).mean(axis=-1, keepdims=True) + eps)
+    return centered * inverse_std, inverse_std
+
+
+@mx.custom_function
+def _layer_norm(x: mx.array, weight: mx.array, bias: mx.array) -> mx.array:
+    """LayerNorm over the last axis (eps 1e-5, as nn.LayerNorm), with a closed-form gradient."""
+    return _normalize(x)[0] * weight + bias
+
+
+@_layer_norm.vjp
+def _layer_norm_vjp(primals, cotangent, output):
+    x, weight, _ = primals
+    normalized, inverse_std = _normalize(x)
+    g = cotangent * weight
+    grad_x = inverse_std * (g - g.mean(axis=-1, keepdims=True)
+                            - normalized * (g * normalized).mean(axis=-1, keepdims=True))
+    rows = cotangent.reshape(-1, cotangent.shape[-1])
+    grad_weight = (rows * normalized.reshape(rows.shape)).sum(axis=0)
+    return grad_x, grad_weight, rows.sum(axis=0)
 
 
 def _linear(x: mx.array, layer, bias: bool = True) -> mx.array:
