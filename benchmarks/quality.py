@@ -37,8 +37,8 @@ RECIPES: dict[str, dict] = {
     # The PyTorch reference's second recipe, for comparison under mlxstory's trainer.
     "reference": {"learning_rate": 1e-3, "min_learning_rate": 1e-4, "warmup_iterations": 100,
                   "grad_clip": 1.0, "betas": (0.9, 0.999), "weight_decay": 0.0},
+    "lr1e-3": {"learning_rate": 1e-3},
     "lr2e-3": {"learning_rate": 2e-3},
-    "lr3e-3": {"learning_rate": 3e-3},
     "lr3e-3-b99": {"learning_rate": 3e-3, "betas": (0.9, 0.99)},
 }
 MODEL_OVERRIDES: dict[str, dict] = {"nodrop": {"embedding_dropout": 0.0, "attention_dropout": 0.0,

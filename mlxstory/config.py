@@ -64,7 +64,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    learning_rate: float = 1e-3  # peak, after warmup
+    learning_rate: float = 3e-3  # peak, after warmup; chosen by held-out bits/byte (benchmarks/quality.py)
     training_iterations: int = 2000
     evaluation_interval: int = 200
     evaluation_iterations: int = 5  # batches per eval split

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_map
 
@@ -48,6 +47,7 @@ from mlxstory.events import (
     StepCompleted,
     Warning,
 )
+from mlxstory.fast_path import training_value_and_grad
 from mlxstory.metrics_log import METRICS_FILE, MetricsLog
 from mlxstory.model import GPT, loss_fn
 from mlxstory.optimizer import AdamW, clip_by_global_norm, learning_rate_at
@@ -129,7 +129,7 @@ def dropout_seed(seed: int, rank: int, step: int) -> int:
 def make_train_step(model: GPT, optimizer: AdamW, config: TrainConfig, group: Any = None):
     """One compiled optimizer step over `gradient_accumulation` micro-batches: (inputs, targets, lr) ->
     (mean loss, pre-clip grad norm); model and optimizer state are updated in place."""
-    loss_and_grad = nn.value_and_grad(model, loss_fn)
+    loss_and_grad = training_value_and_grad(model)  # fused CPU formulation, plain modules elsewhere
     world_size = 1 if group is None else group.size()
     micro = config.gradient_accumulation
     state = [model.state, optimizer.state, mx.random.state]
