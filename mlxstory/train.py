@@ -18,7 +18,7 @@ import math
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -179,10 +179,13 @@ def train(
     device: str | None = None,
     group: Any = None,
     keep_checkpoints: int = 2,
+    overrides: dict[str, Any] | None = None,
 ) -> Iterator[Event]:
     """Train the run in `run_dir` (made by `run_dir.create_run`) to its `training_iterations`.
 
-    `resume=True` continues from the latest checkpoint; without it the run must have none. Stop,
+    `resume=True` continues from the latest checkpoint; without it the run must have none.
+    `overrides` (e.g. training_iterations, learning_rate) change the run's train config, and are written
+    to its train.ron only once the checkpoint has loaded, so a failed resume changes nothing. Stop,
     pause and save-now requests arrive through `control`. Ends with a `RunFinished` whose reason is
     "completed", "interrupted" or "diverged" (non-finite loss: the last good checkpoint is kept).
     """
@@ -222,6 +225,11 @@ def train(
         optimizer.load_flat_state(optimizer_flat)
         sampler.state = state.sampler
         state.world_size = world_size  # a group of another size resumes the same stream of windows
+    if overrides:
+        run.train_config = replace(tc, **overrides)
+        run.train_config.validate()
+        if writes:
+            run.save_train_config()
     mx.eval(model.parameters(), optimizer.state)
     model.train()
 

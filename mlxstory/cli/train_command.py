@@ -74,18 +74,17 @@ def prepare_new_run(
 
 
 def reopen_run(resume: Path, fields: dict[str, Any]) -> Path:
-    """Apply --iterations / --lr / --eval-interval to a run being resumed (recorded in its train.ron)."""
+    """Check a run being resumed and the --iterations / --lr / --eval-interval given for it; `train()`
+    records them in its train.ron once the checkpoint has loaded."""
     from mlxstory.run_dir import open_run
 
     run = open_run(resume)
-    if fields:
-        run.train_config = replace(run.train_config, **fields)
-        run.train_config.validate()
-        run.save_train_config()
+    replace(run.train_config, **fields).validate()
     return run.path
 
 
-def train_with_console(run: Path, *, resume: bool, device: str | None, group: Any = None) -> Any:
+def train_with_console(run: Path, *, resume: bool, device: str | None, group: Any = None,
+                       train_overrides: dict[str, Any] | None = None) -> Any:
     """Console progress (rank 0 only: other ranks of a group are quiet); the first Ctrl-C finishes the
     step and saves, a second one aborts."""
     from contextlib import nullcontext
@@ -108,7 +107,8 @@ def train_with_console(run: Path, *, resume: bool, device: str | None, group: An
     finished = None
     try:
         with nullcontext() if quiet else ConsolePrinter() as printer:
-            for event in train(run, resume=resume, control=control, device=device, group=group):
+            for event in train(run, resume=resume, control=control, device=device, group=group,
+                               overrides=train_overrides):
                 if printer is not None:
                     printer.handle(event)
                 if isinstance(event, RunFinished):
@@ -118,13 +118,15 @@ def train_with_console(run: Path, *, resume: bool, device: str | None, group: An
     return finished
 
 
-def train_with_dashboard(run: Path, *, resume: bool, device: str | None, group: Any = None) -> Any:
+def train_with_dashboard(run: Path, *, resume: bool, device: str | None, group: Any = None,
+                         train_overrides: dict[str, Any] | None = None) -> Any:
     try:
         from mlxstory.tui.app import run_training_dashboard
     except ImportError as error:
         typer.echo(f"note: the dashboard is unavailable ({error}); showing console progress", err=True)
-        return train_with_console(run, resume=resume, device=device, group=group)
-    return run_training_dashboard(run, resume=resume, device=device, group=group)
+        return train_with_console(run, resume=resume, device=device, group=group,
+                                  train_overrides=train_overrides)
+    return run_training_dashboard(run, resume=resume, device=device, group=group, overrides=train_overrides)
 
 
 @app.command("train")
@@ -209,7 +211,8 @@ def train_command(
     use_tui = rank_of(group) == 0 and (sys.stdout.isatty() if tui is None else tui)
     trainer = train_with_dashboard if use_tui else train_with_console
     with peer_errors(group, f"the run keeps its last checkpoint; resume the group with --resume {run}"):
-        finished = trainer(run, resume=resume is not None, device=device, group=group)
+        finished = trainer(run, resume=resume is not None, device=device, group=group,
+                           train_overrides=fields if resume is not None else None)
     if rank_of(group) != 0:  # rank 0 reports for the group
         if finished is not None and finished.reason == "diverged":
             raise typer.Exit(1)

@@ -70,7 +70,9 @@ def wrong_checksum(run: Path) -> None:
 COMMANDS: dict[str, Callable[[Path], list[str]]] = {
     "generate": lambda run: ["generate", "--run", str(run), "--max-tokens", "3", "--seed", "1", "Once"],
     "eval": lambda run: ["eval", "--run", str(run)],
-    "train --resume": lambda run: ["train", "--resume", str(run), "--no-tui"],
+    # With overrides: a resume that fails must not have recorded them in train.ron either.
+    "train --resume": lambda run: ["train", "--resume", str(run), "--iterations", "9", "--lr", "0.002",
+                                   "--no-tui"],
 }
 GENERATE, EVAL, RESUME = COMMANDS
 
