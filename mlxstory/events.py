@@ -91,7 +91,9 @@ class RunFinished(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
-    for cls in (RunStarted, StepCompleted, EvalCompleted, CheckpointSaved, SampleGenerated, Warning, RunFinished)
+    for cls in (
+        RunStarted, StepCompleted, EvalCompleted, CheckpointSaved, SampleGenerated, Warning, RunFinished
+    )
 }
 
 

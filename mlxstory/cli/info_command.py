@@ -45,7 +45,8 @@ def collect_info(measure: bool = True) -> dict:
         "default_device": str(mx.default_device()),
         "metal_available": bool(mx.metal.is_available()),
         "cuda_available": bool(getattr(mx, "cuda", None) and mx.cuda.is_available()),
-        "blas": report.blas_library or ("Accelerate" if platform.system() == "Darwin" else "bundled (reference)"),
+        "blas": report.blas_library
+        or ("Accelerate" if platform.system() == "Darwin" else "bundled (reference)"),
         "jit_flag_wrapper": report.jit_wrapper,
         "jit_cache": report.jit_cache,
         "notes": report.notes,
