@@ -64,9 +64,32 @@ class _Seeds:
         return seed
 
 
+def _row_sum(x: mx.array) -> mx.array:
+    """`x.sum(axis=-1, keepdims=True)` as a matrix-vector product.
+
+    MLX's CPU reduction along the last axis is scalar code; MKL's gemv is 4-6x faster at these
+    sizes. The same sum, in another order (fp32 rounding only).
+    """
+    n = x.shape[-1]
+    return (x.reshape(-1, n) @ mx.ones((n, 1), dtype=x.dtype)).reshape(*x.shape[:-1], 1)
+
+
+def _row_mean(x: mx.array) -> mx.array:
+    return _row_sum(x) * (1.0 / x.shape[-1])
+
+
+def _row_max(x: mx.array, group: int = 16) -> mx.array:
+    """`x.max(axis=-1, keepdims=True)`, exactly, 2-5x faster on the CPU: first a max across groups
+    of `group` columns (a strided reduction, which MLX vectorises), then within the last group."""
+    n = x.shape[-1]
+    if n % group or n == group:
+        return x.max(axis=-1, keepdims=True)
+    return x.reshape(*x.shape[:-1], n // group, group).max(axis=-2).max(axis=-1, keepdims=True)
+
+
 def _normalize(x: mx.array, eps: float = 1e-5) -> tuple[mx.array, mx.array]:
-    centered = x - x.mean(axis=-1, keepdims=True)
-    inverse_std = mx.rsqrt((centered * centered).mean(axis=-1, keepdims=True) + eps)
+    centered = x - _row_mean(x)
+    inverse_std = mx.rsqrt(_row_mean(centered * centered) + eps)
     return centered * inverse_std, inverse_std
 
 
@@ -81,8 +104,7 @@ def _layer_norm_vjp(primals, cotangent, output):
     x, weight, _ = primals
     normalized, inverse_std = _normalize(x)
     g = cotangent * weight
-    grad_x = inverse_std * (g - g.mean(axis=-1, keepdims=True)
-                            - normalized * (g * normalized).mean(axis=-1, keepdims=True))
+    grad_x = inverse_std * (g - _row_mean(g) - normalized * _row_mean(g * normalized))
     rows = cotangent.reshape(-1, cotangent.shape[-1])
     grad_weight = (rows * normalized.reshape(rows.shape)).sum(axis=0)
     return grad_x, grad_weight, rows.sum(axis=0)
@@ -94,9 +116,16 @@ def _linear(x: mx.array, layer, bias: bool = True) -> mx.array:
     return x @ layer.weight.T
 
 
+@mx.custom_function
 def _softmax(scores: mx.array) -> mx.array:
-    exp = mx.exp(scores - mx.stop_gradient(scores.max(axis=-1, keepdims=True)))
-    return exp / exp.sum(axis=-1, keepdims=True)
+    """Softmax over the last axis, with the closed-form gradient (one row sum instead of autodiff's)."""
+    exp = mx.exp(scores - _row_max(scores))
+    return exp / _row_sum(exp)
+
+
+@_softmax.vjp
+def _softmax_vjp(primals, cotangent, output):
+    return (output * (cotangent - _row_sum(cotangent * output)),)
 
 
 def fast_forward(model: GPT, tokens: mx.array) -> mx.array:
@@ -144,9 +173,9 @@ def fused_cross_entropy(logits: mx.array, targets: mx.array) -> mx.array:
     Autodiff of take_along_axis scatters into a zero (N, V) array and keeps exp unfused; the
     closed form softmax - one_hot is one fused pass over the logits.
     """
-    maximum = logits.max(axis=-1, keepdims=True)
+    maximum = _row_max(logits)
     # exp(logits - max) as its own expression so the subtraction and exp fuse into one kernel.
-    log_normalizer = mx.log(mx.exp(logits - maximum).sum(axis=-1, keepdims=True)) + maximum
+    log_normalizer = mx.log(_row_sum(mx.exp(logits - maximum))) + maximum
     picked = mx.take_along_axis(logits, targets[:, None], axis=-1)
     return (log_normalizer - picked).mean()
 
@@ -154,11 +183,10 @@ def fused_cross_entropy(logits: mx.array, targets: mx.array) -> mx.array:
 @fused_cross_entropy.vjp
 def _fused_cross_entropy_vjp(primals, cotangent, output):
     logits, targets = primals
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = mx.exp(shifted)
+    exp = mx.exp(logits - _row_max(logits))
     one_hot = mx.arange(logits.shape[-1], dtype=targets.dtype) == targets[:, None]
     scale = cotangent / logits.shape[0]
-    grad = (exp * (1.0 / exp.sum(axis=-1, keepdims=True)) - one_hot) * scale
+    grad = (exp * (1.0 / _row_sum(exp)) - one_hot) * scale
     return grad, mx.zeros_like(targets)
 
 
