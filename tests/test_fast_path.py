@@ -103,7 +103,7 @@ def test_fast_path_is_chosen_for_the_cpu_only():
     assert fast_path.training_loss_fn(mx.gpu) is loss_fn
 
 
-@pytest.mark.parametrize("batch_size", [4, 5])
+@pytest.mark.parametrize("batch_size", [4, 5, 64])
 def test_batch_split_over_cpu_streams_gives_the_whole_batch_mean(monkeypatch, batch_size):
     """Two CPU streams each take part of the batch; the weighted mean is the whole batch's loss and
     gradient (uneven parts too), inside `mx.compile` as the training step runs it."""
