@@ -20,7 +20,8 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -217,6 +218,24 @@ def set_blas_threads(count: int) -> bool:
         return False
     ctypes.CDLL(library).MKL_Set_Num_Threads(ctypes.c_int(count))
     return True
+
+
+@contextmanager
+def blas_threads(count: int) -> Iterator[None]:
+    """MKL at `count` threads inside the block, its previous count restored after (process-wide
+    while it lasts). Batch-1 generation runs best at one: its GEMVs are too small to split, and
+    idle OpenMP threads spin on the cores MLX's own threads need. A no-op without MKL."""
+    library = cpu_speedups.REPORT.blas_library
+    if not library or "mkl" not in library:
+        yield
+        return
+    mkl = ctypes.CDLL(library)
+    previous = mkl.MKL_Get_Max_Threads()
+    mkl.MKL_Set_Num_Threads(ctypes.c_int(count))
+    try:
+        yield
+    finally:
+        mkl.MKL_Set_Num_Threads(ctypes.c_int(previous))
 
 
 def keep_freed_memory() -> bool:
