@@ -2,7 +2,9 @@
 
 A causal pre-LN transformer with learned positions and the original's four dropouts per block
 (embedding, attention weights, feed-forward output, and dropout on the residual path itself).
-Device-agnostic: the same code runs on Metal, CUDA and the CPU.
+The same code runs on Metal, CUDA and the CPU. Two spellings are picked by device (`_on_cpu`), where
+MLX's CPU kernels would fall back to more, slower ops: the bias add of a linear layer and one-query
+attention while decoding; the math is the same.
 """
 
 from __future__ import annotations
@@ -57,12 +59,23 @@ class FixedKVCache:
     """A cache in full-context buffers for decoding one token at a time at `position` (an array).
 
     Shapes never change as decoding advances (the new entry is written in place, later slots are
-    masked out), so a compiled decode step is traced once instead of once per position.
+    masked out), so a compiled decode step is traced once instead of once per position. Build the
+    layers' caches with `for_layers`: they share one attention mask per step.
     """
 
     keys: mx.array  # (B, H, context_length, hs)
     values: mx.array
     position: mx.array  # (1,) int: the slot the next token fills
+    mask: mx.array  # (context_length,) additive: 0 for slots 0..position, -inf after
+
+    @classmethod
+    def for_layers(
+        cls, keys: list[mx.array], values: list[mx.array], position: mx.array
+    ) -> list[FixedKVCache]:
+        """One cache per layer; the mask is computed once per step, not once per layer."""
+        slots = mx.arange(keys[0].shape[2])
+        mask = mx.where(slots <= position, 0.0, -mx.inf)
+        return [cls(k, v, position, mask) for k, v in zip(keys, values, strict=True)]
 
     def positions(self, length: int, context_length: int) -> mx.array:
         if length != 1:
@@ -70,14 +83,18 @@ class FixedKVCache:
         return self.position
 
     def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
-        write = (mx.arange(self.keys.shape[2]) == self.position)[:, None]  # (S, 1)
-        self.keys = mx.where(write, keys, self.keys)
-        self.values = mx.where(write, values, self.values)
+        # A copy into slot `position` (a masked `where` over the whole buffer runs strided, slower).
+        self.keys = mx.slice_update(self.keys, keys, self.position, axes=(2,))
+        self.values = mx.slice_update(self.values, values, self.position, axes=(2,))
         return self.keys, self.values
 
     def attention_mask(self, length: int) -> mx.array:
         """The token at `position` sees slots 0..position."""
-        return mx.where(mx.arange(self.keys.shape[2]) <= self.position, 0.0, -mx.inf)
+        return self.mask
+
+
+def _on_cpu() -> bool:
+    return mx.default_device() == mx.cpu
 
 
 def causal_mask(query_length: int, offset: int) -> mx.array:
@@ -87,22 +104,43 @@ def causal_mask(query_length: int, offset: int) -> mx.array:
     return mx.where(cols <= rows, 0.0, -math.inf).astype(mx.float32)
 
 
+class Linear(nn.Linear):
+    """`nn.Linear`, with the bias as a separate add on the CPU.
+
+    MLX's CPU `addmm` copies the broadcast bias into the output before the GEMM, about twice a
+    matmul's time at batch 1; a separate add fuses with the activation or residual add after it
+    under `mx.compile` (about a tenth of a CPU decode step). Metal and CUDA keep `addmm`.
+    """
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if "bias" in self and _on_cpu():
+            return x @ self.weight.T + self.bias
+        return super().__call__(x)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.head_count = config.head_count
         self.head_size = config.embedding_size // config.head_count
         self.scale = self.head_size**-0.5
-        self.qkv = nn.Linear(config.embedding_size, 3 * config.embedding_size)  # q, k, v fused
-        self.proj = nn.Linear(config.embedding_size, config.embedding_size)
+        self.qkv = Linear(config.embedding_size, 3 * config.embedding_size)  # q, k, v fused
+        self.proj = Linear(config.embedding_size, config.embedding_size)
         self.attention_dropout = nn.Dropout(config.attention_dropout)
         self.dropout_weights = config.attention_dropout > 0
 
     def __call__(self, x: mx.array, cache: KVCache | FixedKVCache | None = None) -> mx.array:
-        B, T, C = x.shape
-        q, k, v = mx.split(self.qkv(x), 3, axis=-1)
-        # (B, T, C) -> (B, H, T, hs): all heads batched in one matmul
-        q, k, v = (a.reshape(B, T, self.head_count, self.head_size).transpose(0, 2, 1, 3) for a in (q, k, v))
+        """x: (B, T, C), or (B, C) rows of one token each (decoding, see `GPT.__call__`)."""
+        H, hs = self.head_count, self.head_size
+        if x.ndim == 2:
+            (B, C), T = x.shape, 1
+            # One token: (B, 3C) -> (B, 3H, 1, hs) is already head-major, no transposes needed.
+            q, k, v = mx.split(self.qkv(x).reshape(B, 3 * H, 1, hs), 3, axis=1)
+        else:
+            B, T, C = x.shape
+            q, k, v = mx.split(self.qkv(x), 3, axis=-1)
+            # (B, T, C) -> (B, H, T, hs): all heads batched in one matmul
+            q, k, v = (a.reshape(B, T, H, hs).transpose(0, 2, 1, 3) for a in (q, k, v))
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)
 
@@ -111,10 +149,16 @@ class CausalSelfAttention(nn.Module):
             scores = (q * self.scale) @ k.transpose(0, 1, 3, 2)  # (B, H, T, S)
             weights = mx.softmax(scores + causal_mask(T, k.shape[2] - T), axis=-1)
             y = self.attention_dropout(weights) @ v
+        elif T == 1 and cache is not None and _on_cpu():
+            # The fused kernel falls back to these ops on the CPU, plus one more for the scale;
+            # spelled out, the scale and the mask fuse into one op under mx.compile.
+            scores = (q @ k.swapaxes(-1, -2)) * self.scale  # (B, H, 1, S)
+            mask = cache.attention_mask(1)
+            y = mx.softmax(scores if mask is None else scores + mask, axis=-1) @ v
         else:
             mask = "causal" if cache is None else cache.attention_mask(T)
             y = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
-        y = y.transpose(0, 2, 1, 3).reshape(B, T, C)
+        y = y.reshape(B, C) if x.ndim == 2 else y.transpose(0, 2, 1, 3).reshape(B, T, C)
         return self.proj(y)
 
 
@@ -122,8 +166,8 @@ class FeedForward(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         hidden = config.feed_forward_multiplier * config.embedding_size
-        self.up = nn.Linear(config.embedding_size, hidden)
-        self.down = nn.Linear(hidden, config.embedding_size)
+        self.up = Linear(config.embedding_size, hidden)
+        self.down = Linear(hidden, config.embedding_size)
         self.activation = nn.relu if config.activation == "relu" else nn.gelu
         self.dropout = nn.Dropout(config.feed_forward_dropout)
 
@@ -184,9 +228,13 @@ class GPT(nn.Module):
         else:
             positions = cache[0].positions(T, self.config.context_length)
         x = self.embedding_dropout(self.token_embedding(tokens) + self.position_embedding(positions))
+        if T == 1:
+            # Rows of one token each: a linear layer on 2-D input skips the reshapes and broadcast it
+            # wraps around 3-D input, about a tenth of a CPU decode step (dispatch-bound at batch 1).
+            x = x.reshape(B, -1)
         for i, block in enumerate(self.blocks):
             x = block(x, None if cache is None else cache[i])
-        return self.head(self.final_norm(x))
+        return self.head(self.final_norm(x)).reshape(B, T, -1)
 
     def make_cache(self) -> list[KVCache]:
         return [KVCache() for _ in self.blocks]
