@@ -25,8 +25,9 @@ from typing import Any, Literal
 import mlx.core as mx
 
 from mlxstory.errors import MlxstoryError
+from mlxstory.fast_path import blas_threads
 from mlxstory.model import FixedKVCache
-from mlxstory.sampling import Sampler, make_sampler
+from mlxstory.sampling import Sampler, greedy, make_sampler
 
 DecodeMode = Literal["cached", "recompute"]
 FinishReason = Literal["stop", "length"]
@@ -37,12 +38,14 @@ class KVDecoder:
 
     The prompt and each slide go through the model's forward with `model.make_cache()`; every later
     token goes through one compiled step over `FixedKVCache`s (keys and values in (1, H, context_length,
-    head_size) buffers), so MLX traces it once per decoder instead of once per position.
+    head_size) buffers), so MLX traces it once per decoder instead of once per position. The step
+    samples too (with `sampler`), so `generate` needs one graph per token.
     """
 
-    def __init__(self, model: Any, *, slide_keep: int | None = None) -> None:
+    def __init__(self, model: Any, *, slide_keep: int | None = None, sampler: Sampler = greedy) -> None:
         config = model.config
         self.model = model
+        self.sampler = sampler
         self.context_length = config.context_length
         self.slide_keep = slide_keep if slide_keep is not None else max(1, self.context_length // 2)
         if not 1 <= self.slide_keep <= self.context_length:
@@ -54,7 +57,7 @@ class KVDecoder:
         self.slides = 0
         self._keys: list[mx.array] = []
         self._values: list[mx.array] = []
-        self._step = compiled_decode_step(model)
+        self._step = compiled_decode_step(model, sampler)
 
     def prefill(self, ids: list[int]) -> mx.array:
         """Start over from `ids` (the last context_length of them); logits (1, V) for the next token."""
@@ -74,28 +77,61 @@ class KVDecoder:
         if len(self.window) == self.context_length:
             self.slides += 1
             return self.prefill((self.window + [token])[-self.slide_keep :])
-        position = len(self.window)
-        logits, self._keys, self._values = self._step(
-            mx.array([[token]]), mx.array([position]), self._keys, self._values
-        )
+        logits, _, _ = self._advance(mx.array([[token]]), mx.random.key(0))
         self.window.append(token)
         return logits
 
+    def _advance(self, token: mx.array, key: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+        """Feed `token` (1, 1) at the next free slot: (logits, sampled next token (1, 1), next key), lazy."""
+        logits, sampled, key, self._keys, self._values = self._step(
+            token, mx.array([len(self.window)]), self._keys, self._values, key
+        )
+        return logits, sampled, key
 
-def compiled_decode_step(model: Any) -> Callable[..., tuple[mx.array, list[mx.array], list[mx.array]]]:
-    """`step(token (1, 1), position (1,), keys, values) -> (logits (1, V), keys, values)`, compiled.
+    def generate(self, context: list[int], key: mx.array) -> Iterator[int]:
+        """Sampled token ids following `context`, forever.
 
-    The model's own forward over `FixedKVCache`s, so shapes never change between tokens. The weights are
-    inputs of the compiled function, not constants, so a model that is still training (the dashboard
-    samples from it) is read fresh.
+        Pipelined: the step for the token after next is queued (`mx.async_eval`) before the next
+        token is read back, so building one graph overlaps computing the other. Slides read the token
+        first. Keys split as in `generate_tokens`' recompute mode: one split per token.
+        """
+        logits = self.prefill(context)
+        key, subkey = mx.random.split(key)
+        token = self.sampler(logits, subkey).astype(mx.int32).reshape(1, 1)
+        while True:
+            if len(self.window) == self.context_length:
+                value = token.item()
+                yield value
+                self.slides += 1
+                logits = self.prefill((self.window + [value])[-self.slide_keep :])
+                key, subkey = mx.random.split(key)
+                token = self.sampler(logits, subkey).astype(mx.int32).reshape(1, 1)
+                continue
+            _, following, key = self._advance(token, key)
+            mx.async_eval(following, key)
+            value = token.item()
+            self.window.append(value)
+            yield value
+            token = following
+
+
+def compiled_decode_step(model: Any, sampler: Sampler = greedy) -> Callable[..., tuple]:
+    """`step(token (1, 1), position (1,), keys, values, key) -> (logits (1, V), next token (1, 1), key,
+    keys, values)`, compiled.
+
+    The model's own forward over `FixedKVCache`s, so shapes never change between tokens, then the
+    sampler on a split of `key`. The weights are inputs of the compiled function, not constants, so
+    a model that is still training (the dashboard samples from it) is read fresh.
     """
 
     def step(
-        token: mx.array, position: mx.array, keys: list[mx.array], values: list[mx.array]
-    ) -> tuple[mx.array, list[mx.array], list[mx.array]]:
-        cache = [FixedKVCache(k, v, position) for k, v in zip(keys, values, strict=True)]
+        token: mx.array, position: mx.array, keys: list[mx.array], values: list[mx.array], key: mx.array
+    ) -> tuple[mx.array, mx.array, mx.array, list[mx.array], list[mx.array]]:
+        cache = FixedKVCache.for_layers(keys, values, position)
         logits = model(token, cache)[:, -1, :]
-        return logits, [layer.keys for layer in cache], [layer.values for layer in cache]
+        key, subkey = mx.random.split(key)
+        sampled = sampler(logits, subkey).astype(mx.int32).reshape(1, 1)
+        return logits, sampled, key, [layer.keys for layer in cache], [layer.values for layer in cache]
 
     return mx.compile(step, inputs=model.state)
 
@@ -117,24 +153,20 @@ def generate_tokens(
     """
     if not context:
         raise MlxstoryError("cannot generate from an empty context; give at least one token")
-    context_length = model.config.context_length
-    tokens = list(context)
-    decoder = KVDecoder(model, slide_keep=slide_keep) if mode == "cached" else None
-    if decoder is not None:
-        logits = decoder.prefill(tokens)
-    elif mode == "recompute":
-        logits = model(mx.array([tokens[-context_length:]]))[:, -1, :]
-    else:
+    if mode not in ("cached", "recompute"):
         raise MlxstoryError(f"unknown decode mode {mode!r}; use 'cached' or 'recompute'")
-    while True:
-        key, subkey = mx.random.split(key)
-        token = sampler(logits, subkey).item()
-        yield token
-        tokens.append(token)
-        if decoder is not None:
-            logits = decoder.step(token)
-        else:
+    with blas_threads(1):  # both modes: batch-1 products gain nothing from more (see fast_path)
+        if mode == "cached":
+            yield from KVDecoder(model, slide_keep=slide_keep, sampler=sampler).generate(list(context), key)
+            return
+        context_length = model.config.context_length
+        tokens = list(context)
+        while True:
             logits = model(mx.array([tokens[-context_length:]]))[:, -1, :]
+            key, subkey = mx.random.split(key)
+            token = sampler(logits, subkey).item()
+            yield token
+            tokens.append(token)
 
 
 @dataclass
