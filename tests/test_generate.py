@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ctypes
 import random
 
 import mlxstory  # noqa: F401  isort: skip  (loads MKL before mlx.core)
@@ -7,6 +8,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from mlxstory import cpu_speedups, fast_path
 from mlxstory.config import ModelConfig
 from mlxstory.errors import MlxstoryError
 from mlxstory.generate import KVDecoder, generate, generate_tokens, stream_generate
@@ -96,6 +98,32 @@ def test_keeping_the_full_context_reproduces_the_original_recompute_token_for_to
     assert tokens("cached", slide_keep=CONTEXT) == reference
     # The default (half-window) slide agrees until the first slide, then may condition on less.
     assert tokens("cached")[: CONTEXT - 3] == reference[: CONTEXT - 3]
+
+
+def test_sampling_in_the_pipelined_step_draws_what_the_recompute_draws():
+    """The cached path samples inside its compiled step, a token ahead; the keys must split the same way."""
+    model = small_model(64, seed=3)
+    model.eval()
+
+    def tokens(mode: str) -> list[int]:
+        stream = generate_tokens(model, [1, 2, 3], sampler=make_sampler(1.0, top_k=20), key=mx.random.key(7),
+                                 mode=mode, slide_keep=CONTEXT)
+        return [next(stream) for _ in range(3 * CONTEXT)]
+
+    assert tokens("cached") == tokens("recompute")
+
+
+def test_generation_runs_mkl_at_one_thread_and_restores_it(model, tokenizer):
+    library = cpu_speedups.REPORT.blas_library
+    if not library or "mkl" not in library:
+        pytest.skip("MKL is not the BLAS here")
+    mkl = ctypes.CDLL(library)
+    with fast_path.blas_threads(2):
+        stream = stream_generate(model, tokenizer, "Tom", max_tokens=3, seed=0, stop_at_eot=False)
+        during = [mkl.MKL_Get_Max_Threads() for _ in stream]
+        after = mkl.MKL_Get_Max_Threads()
+    assert during == [1, 1, 1]
+    assert after == 2
 
 
 def test_same_seed_same_text_and_seeds_matter(model, tokenizer):
