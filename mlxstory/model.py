@@ -2,9 +2,8 @@
 
 A causal pre-LN transformer with learned positions and the original's four dropouts per block
 (embedding, attention weights, feed-forward output, and dropout on the residual path itself).
-The same code runs on Metal, CUDA and the CPU. Two spellings are picked by device (`_on_cpu`), where
-MLX's CPU kernels would fall back to more, slower ops: the bias add of a linear layer and one-query
-attention while decoding; the math is the same.
+Device-agnostic: the same code runs on Metal, CUDA and the CPU (CPU-friendly spellings of the
+training loss live in fast_path.py, outside the model).
 """
 
 from __future__ import annotations
@@ -93,29 +92,11 @@ class FixedKVCache:
         return self.mask
 
 
-def _on_cpu() -> bool:
-    return mx.default_device() == mx.cpu
-
-
 def causal_mask(query_length: int, offset: int) -> mx.array:
     """Additive mask: query i (absolute position offset+i) sees keys 0..offset+i."""
     rows = mx.arange(offset, offset + query_length)[:, None]
     cols = mx.arange(offset + query_length)[None, :]
     return mx.where(cols <= rows, 0.0, -math.inf).astype(mx.float32)
-
-
-class Linear(nn.Linear):
-    """`nn.Linear`, with the bias as a separate add on the CPU.
-
-    MLX's CPU `addmm` copies the broadcast bias into the output before the GEMM, about twice a
-    matmul's time at batch 1; a separate add fuses with the activation or residual add after it
-    under `mx.compile` (about a tenth of a CPU decode step). Metal and CUDA keep `addmm`.
-    """
-
-    def __call__(self, x: mx.array) -> mx.array:
-        if "bias" in self and _on_cpu():
-            return x @ self.weight.T + self.bias
-        return super().__call__(x)
 
 
 class CausalSelfAttention(nn.Module):
@@ -124,8 +105,8 @@ class CausalSelfAttention(nn.Module):
         self.head_count = config.head_count
         self.head_size = config.embedding_size // config.head_count
         self.scale = self.head_size**-0.5
-        self.qkv = Linear(config.embedding_size, 3 * config.embedding_size)  # q, k, v fused
-        self.proj = Linear(config.embedding_size, config.embedding_size)
+        self.qkv = nn.Linear(config.embedding_size, 3 * config.embedding_size)  # q, k, v fused
+        self.proj = nn.Linear(config.embedding_size, config.embedding_size)
         self.attention_dropout = nn.Dropout(config.attention_dropout)
         self.dropout_weights = config.attention_dropout > 0
 
@@ -149,12 +130,6 @@ class CausalSelfAttention(nn.Module):
             scores = (q * self.scale) @ k.transpose(0, 1, 3, 2)  # (B, H, T, S)
             weights = mx.softmax(scores + causal_mask(T, k.shape[2] - T), axis=-1)
             y = self.attention_dropout(weights) @ v
-        elif T == 1 and cache is not None and _on_cpu():
-            # The fused kernel falls back to these ops on the CPU, plus one more for the scale;
-            # spelled out, the scale and the mask fuse into one op under mx.compile.
-            scores = (q @ k.swapaxes(-1, -2)) * self.scale  # (B, H, 1, S)
-            mask = cache.attention_mask(1)
-            y = mx.softmax(scores if mask is None else scores + mask, axis=-1) @ v
         else:
             mask = "causal" if cache is None else cache.attention_mask(T)
             y = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
@@ -166,8 +141,8 @@ class FeedForward(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         hidden = config.feed_forward_multiplier * config.embedding_size
-        self.up = Linear(config.embedding_size, hidden)
-        self.down = Linear(hidden, config.embedding_size)
+        self.up = nn.Linear(config.embedding_size, hidden)
+        self.down = nn.Linear(hidden, config.embedding_size)
         self.activation = nn.relu if config.activation == "relu" else nn.gelu
         self.dropout = nn.Dropout(config.feed_forward_dropout)
 
