@@ -9,6 +9,7 @@ import pickle
 from pathlib import Path
 
 import pytest
+from ron_values import same
 
 from mlxstory import ron
 from mlxstory.config import ModelConfig, TrainConfig, load_config, preset_path, save_config
@@ -36,22 +37,6 @@ ORIGINAL_TRAIN = """(
     contexts_per_batch: 64
 )
 """
-
-
-def same(a: object, b: object) -> bool:
-    """Equality that also checks types (1 != 1.0 != True) and float bits (-0.0, NaN)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, float):
-        return a.hex() == b.hex() or (math.isnan(a) and math.isnan(b))
-    if isinstance(a, (ron.Struct, ron.TupleStruct)) and a.name != b.name:
-        return False
-    if isinstance(a, dict):
-        return len(a) == len(b) and all(same(ka, kb) and same(va, vb)
-                                        for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=True))
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,6 @@ Each property counts the cases it ran and records them (`record_property`, visib
 from __future__ import annotations
 
 import contextlib
-import math
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ from datetime import timedelta
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ron_values import same
 
 from mlxstory import ron
 from mlxstory.config import preset_path
@@ -57,22 +57,6 @@ def within(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def same(a: object, b: object) -> bool:
-    """Equality that also checks types (1 != 1.0 != True), struct names and float bits (-0.0, NaN)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, float):
-        return a.hex() == b.hex() or (math.isnan(a) and math.isnan(b))
-    if isinstance(a, (ron.Struct, ron.TupleStruct)) and a.name != b.name:
-        return False
-    if isinstance(a, dict):
-        return len(a) == len(b) and all(same(ka, kb) and same(va, vb)
-                                        for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=True))
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
 
 
 def check_hostile(text: str) -> None:
