@@ -317,5 +317,5 @@ def run_training_dashboard(
     if finished is not None and finished.reason == "interrupted":
         print(f"training stopped at step {finished.step}; {app.saved_note()}", file=sys.stderr)
     elif finished is not None and finished.reason == "diverged":
-        print(f"training diverged: {finished.message}", file=sys.stderr)
+        print(finished.message, file=sys.stderr)  # it says "training diverged at step ..."
     return finished
