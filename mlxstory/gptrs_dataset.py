@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mlxstory import ron
 from mlxstory.errors import TokenizerError
-from mlxstory.tokenizer import Tokenizer
+from mlxstory.tokenizer import Tokenizer, read_ron_file
 
 FIELDS = ("char_to_id", "id_to_char", "mergings", "encoded_data")
 
@@ -33,12 +33,7 @@ class GptrsDataset:
 
 def read_gptrs_dataset(path: str | Path) -> GptrsDataset:
     """Load a gpt-rs dataset RON file; a bad or inconsistent file raises TokenizerError naming it."""
-    try:
-        value = ron.load(path)
-    except ron.RonError as error:
-        raise TokenizerError(f"{path}:{error}") from None
-    except OSError as error:
-        raise TokenizerError(f"cannot read gpt-rs dataset {path}: {error.strerror}") from None
+    value = read_ron_file(path, "gpt-rs dataset")
     try:
         return _from_value(value)
     except (TokenizerError, KeyError, TypeError, ValueError, IndexError) as error:

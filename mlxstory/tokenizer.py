@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from itertools import chain, repeat
 from operator import add
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from mlxstory.errors import TokenizerError
 
@@ -262,14 +262,7 @@ class Tokenizer:
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
         """Read a file written by `save`; anything else raises TokenizerError naming the file."""
-        from mlxstory import ron
-
-        try:
-            value = ron.load(path)
-        except ron.RonError as error:
-            raise TokenizerError(f"{path}:{error}") from None
-        except OSError as error:
-            raise TokenizerError(f"cannot read tokenizer file {path}: {error.strerror}") from None
+        value = read_ron_file(path, "tokenizer file")
         try:
             return cls.from_ron_value(value)
         except (TokenizerError, KeyError, TypeError, ValueError, AttributeError) as error:
@@ -300,6 +293,18 @@ class Tokenizer:
     def __repr__(self) -> str:
         return (f"Tokenizer(vocab_size={self.vocab_size}, alphabet={len(self.alphabet)}, "
                 f"merges={len(self.merges)}, eot_id={self.eot_id})")
+
+
+def read_ron_file(path: str | Path, what: str) -> Any:
+    """`ron.load` whose failures are one-line TokenizerErrors: parse errors as path:line:col."""
+    from mlxstory import ron
+
+    try:
+        return ron.load(path)
+    except ron.RonError as error:
+        raise TokenizerError(f"{path}:{error}") from None
+    except OSError as error:
+        raise TokenizerError(f"cannot read {what} {path}: {error.strerror}") from None
 
 
 class _Translation(dict):
