@@ -24,9 +24,9 @@ from typing import Any, Literal
 
 import mlx.core as mx
 
+from mlxstory import folded_decoder
 from mlxstory.errors import MlxstoryError
 from mlxstory.fast_path import blas_threads
-from mlxstory.model import FixedKVCache
 from mlxstory.sampling import Sampler, greedy, make_sampler
 
 DecodeMode = Literal["cached", "recompute"]
@@ -36,39 +36,34 @@ FinishReason = Literal["stop", "length"]
 class KVDecoder:
     """Incremental decoding at batch 1 with a fixed-size KV cache that slides when full.
 
-    The prompt and each slide go through the model's forward with `model.make_cache()`; every later
-    token goes through one compiled step over `FixedKVCache`s (keys and values in (1, H, context_length,
-    head_size) buffers), so MLX traces it once per decoder instead of once per position. The step
-    samples too (with `sampler`), so `generate` needs one graph per token.
+    Runs `folded_decoder.forward` on a snapshot of the model's weights taken at construction (make a
+    new decoder after the weights change). Two compiled functions: the prefill (traced once per
+    prompt length and once for the slide length) and the one-token step, which samples too (with
+    `sampler`), so `generate` needs one graph per token.
     """
 
     def __init__(self, model: Any, *, slide_keep: int | None = None, sampler: Sampler = greedy) -> None:
-        config = model.config
-        self.model = model
-        self.sampler = sampler
-        self.context_length = config.context_length
+        self.context_length = model.config.context_length
         self.slide_keep = slide_keep if slide_keep is not None else max(1, self.context_length // 2)
         if not 1 <= self.slide_keep <= self.context_length:
             raise MlxstoryError(
                 f"slide_keep must be between 1 and context_length {self.context_length}, "
                 f"got {self.slide_keep}"
             )
+        self.sampler = sampler
         self.window: list[int] = []  # the tokens whose keys and values are in the cache, in position order
         self.slides = 0
-        self._keys: list[mx.array] = []
-        self._values: list[mx.array] = []
-        self._step = compiled_decode_step(model, sampler)
+        self._weights = folded_decoder.fold(model)
+        self._cache = folded_decoder.empty_cache(model)
+        self._prefill = mx.compile(folded_decoder.bind(folded_decoder.prefill, model))
+        self._step = compiled_decode_step(folded_decoder.bind(folded_decoder.decode, model), sampler)
 
     def prefill(self, ids: list[int]) -> mx.array:
         """Start over from `ids` (the last context_length of them); logits (1, V) for the next token."""
         if not ids:
             raise MlxstoryError("cannot generate from an empty context; give at least one token")
         ids = list(ids[-self.context_length :])
-        cache = self.model.make_cache()
-        logits = self.model(mx.array([ids]), cache)[:, -1, :]
-        pad = [(0, 0), (0, 0), (0, self.context_length - len(ids)), (0, 0)]
-        self._keys = [mx.pad(layer.keys, pad) for layer in cache]
-        self._values = [mx.pad(layer.values, pad) for layer in cache]
+        logits, self._cache = self._prefill(self._weights, mx.array(ids), self._cache)
         self.window = ids
         return logits
 
@@ -77,14 +72,14 @@ class KVDecoder:
         if len(self.window) == self.context_length:
             self.slides += 1
             return self.prefill((self.window + [token])[-self.slide_keep :])
-        logits, _, _ = self._advance(mx.array([[token]]), mx.random.key(0))
+        logits, _, _ = self._advance(mx.array([token]), mx.random.key(0))
         self.window.append(token)
         return logits
 
     def _advance(self, token: mx.array, key: mx.array) -> tuple[mx.array, mx.array, mx.array]:
-        """Feed `token` (1, 1) at the next free slot: (logits, sampled next token (1, 1), next key), lazy."""
-        logits, sampled, key, self._keys, self._values = self._step(
-            token, mx.array([len(self.window)]), self._keys, self._values, key
+        """Feed `token` (1,) at the next free slot: (logits (1, V), next token (1,), next key), lazy."""
+        logits, sampled, key, self._cache = self._step(
+            self._weights, token, mx.array([len(self.window)]), self._cache, key
         )
         return logits, sampled, key
 
@@ -97,7 +92,7 @@ class KVDecoder:
         """
         logits = self.prefill(context)
         key, subkey = mx.random.split(key)
-        token = self.sampler(logits, subkey).astype(mx.int32).reshape(1, 1)
+        token = self.sampler(logits, subkey).astype(mx.int32).reshape(1)
         while True:
             if len(self.window) == self.context_length:
                 value = token.item()
@@ -105,7 +100,7 @@ class KVDecoder:
                 self.slides += 1
                 logits = self.prefill((self.window + [value])[-self.slide_keep :])
                 key, subkey = mx.random.split(key)
-                token = self.sampler(logits, subkey).astype(mx.int32).reshape(1, 1)
+                token = self.sampler(logits, subkey).astype(mx.int32).reshape(1)
                 continue
             _, following, key = self._advance(token, key)
             mx.async_eval(following, key)
@@ -115,25 +110,23 @@ class KVDecoder:
             token = following
 
 
-def compiled_decode_step(model: Any, sampler: Sampler = greedy) -> Callable[..., tuple]:
-    """`step(token (1, 1), position (1,), keys, values, key) -> (logits (1, V), next token (1, 1), key,
-    keys, values)`, compiled.
+def compiled_decode_step(decode: Callable[..., tuple], sampler: Sampler = greedy) -> Callable[..., tuple]:
+    """`step(weights, token (1,), position (1,), cache, key) -> (logits (1, V), next token (1,), key,
+    cache)`, compiled: `decode` (`folded_decoder.decode`, bound), then the sampler on a split of `key`.
 
-    The model's own forward over `FixedKVCache`s, so shapes never change between tokens, then the
-    sampler on a split of `key`. The weights are inputs of the compiled function, not constants, so
-    a model that is still training (the dashboard samples from it) is read fresh.
+    Every shape is the same at every position, so MLX traces it once per decoder.
     """
 
     def step(
-        token: mx.array, position: mx.array, keys: list[mx.array], values: list[mx.array], key: mx.array
-    ) -> tuple[mx.array, mx.array, mx.array, list[mx.array], list[mx.array]]:
-        cache = FixedKVCache.for_layers(keys, values, position)
-        logits = model(token, cache)[:, -1, :]
+        weights: folded_decoder.FoldedWeights, token: mx.array, position: mx.array, cache: list[mx.array],
+        key: mx.array,
+    ) -> tuple[mx.array, mx.array, mx.array, list[mx.array]]:
+        logits, cache = decode(weights, token, position, cache)
         key, subkey = mx.random.split(key)
-        sampled = sampler(logits, subkey).astype(mx.int32).reshape(1, 1)
-        return logits, sampled, key, [layer.keys for layer in cache], [layer.values for layer in cache]
+        sampled = sampler(logits, subkey).astype(mx.int32).reshape(1)
+        return logits, sampled, key, cache
 
-    return mx.compile(step, inputs=model.state)
+    return mx.compile(step)
 
 
 def generate_tokens(

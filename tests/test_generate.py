@@ -7,6 +7,7 @@ import mlxstory  # noqa: F401  isort: skip  (loads MKL before mlx.core)
 import mlx.core as mx
 import numpy as np
 import pytest
+from mlx.utils import tree_map
 
 from mlxstory import cpu_speedups, fast_path
 from mlxstory.config import ModelConfig
@@ -27,15 +28,28 @@ def tokenizer(sample_texts: list[str]) -> Tokenizer:
     return Tokenizer.train(sample_texts[:100], vocab_size=256)
 
 
-def small_model(vocab_size: int, seed: int = 0, dropout: float = 0.0) -> GPT:
+def small_model(vocab_size: int, seed: int = 0, dropout: float = 0.0, activation: str = "relu") -> GPT:
     mx.random.seed(seed)
     config = ModelConfig(
         vocab_size=vocab_size, embedding_size=32, context_length=CONTEXT, head_count=4, block_count=2,
         embedding_dropout=dropout, attention_dropout=dropout, feed_forward_dropout=dropout,
-        residual_dropout=dropout,
+        residual_dropout=dropout, activation=activation,
     )
     model = GPT(config)
     mx.eval(model.parameters())
+    return model
+
+
+def trained_looking_model(activation: str = "relu", seed: int = 1) -> GPT:
+    """Every parameter moved off its initial value: biases non-zero, LayerNorms not the identity.
+
+    The decoder folds LayerNorm scales and every bias into other weights; a fresh model (zero biases,
+    unit scales) would hide a mistake in that folding.
+    """
+    model = small_model(64, seed=seed, activation=activation)
+    model.update(tree_map(lambda p: p + 0.3 * mx.random.normal(p.shape), model.parameters()))
+    mx.eval(model.parameters())
+    model.eval()
     return model
 
 
@@ -49,10 +63,11 @@ def full_logits(model: GPT, window: list[int]) -> np.ndarray:
     return np.array(model(mx.array([window]))[0, -1])
 
 
-@pytest.mark.parametrize("slide_keep", [5, CONTEXT // 2, CONTEXT])
-def test_cached_logits_equal_full_recompute_before_and_after_slides(slide_keep):
-    model = small_model(64, seed=1)
-    model.eval()
+@pytest.mark.parametrize(
+    ("slide_keep", "activation"), [(5, "relu"), (CONTEXT // 2, "gelu"), (CONTEXT, "relu")]
+)
+def test_cached_logits_equal_full_recompute_before_and_after_slides(slide_keep, activation):
+    model = trained_looking_model(activation)
     decoder = KVDecoder(model, slide_keep=slide_keep)
     rng = random.Random(0)
     history = [rng.randrange(64) for _ in range(3)]
@@ -213,14 +228,16 @@ def test_bad_arguments_are_user_errors(model, tokenizer):
         next(generate_tokens(model, [1], sampler=make_sampler(0.0), key=mx.random.key(0), mode="fast"))
 
 
-def test_the_compiled_step_reads_the_current_weights():
-    """The dashboard samples from a model that keeps training: new weights must be seen."""
+def test_a_decoder_decodes_with_the_weights_it_was_made_with():
+    """The dashboard samples from a model that keeps training: each story is told by the weights of
+    the moment it started, and the next story by the newer ones."""
     model = small_model(64, seed=4)
     model.eval()
-    decoder = KVDecoder(model)
-    decoder.prefill([1, 2, 3])
-    decoder.step(4)  # traced with the first weights
+    old_logits = full_logits(model, [1, 2, 3, 4])
+    before = KVDecoder(model)
+    before.prefill([1, 2, 3])
     model.update(small_model(64, seed=5).parameters())
-    decoder.prefill([1, 2, 3])
-    logits = decoder.step(4)
-    np.testing.assert_allclose(np.array(logits[0]), full_logits(model, [1, 2, 3, 4]), atol=LOGITS_ATOL)
+    after = KVDecoder(model)
+    after.prefill([1, 2, 3])
+    np.testing.assert_allclose(np.array(after.step(4)[0]), full_logits(model, [1, 2, 3, 4]), atol=LOGITS_ATOL)
+    np.testing.assert_allclose(np.array(before.step(4)[0]), old_logits, atol=LOGITS_ATOL)
