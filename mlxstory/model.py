@@ -3,13 +3,13 @@
 A causal pre-LN transformer with learned positions and the original's four dropouts per block
 (embedding, attention weights, feed-forward output, and dropout on the residual path itself).
 Device-agnostic: the same code runs on Metal, CUDA and the CPU (CPU-friendly spellings of the
-training loss live in fast_path.py, outside the model).
+training loss live in fast_path.py, outside the model; token-by-token decoding with a KV cache in
+folded_decoder.py, which rearranges these weights).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -18,85 +18,10 @@ from mlx.utils import tree_flatten, tree_map_with_path
 from mlxstory.config import ModelConfig
 
 
-@dataclass
-class KVCache:
-    """Keys and values of the positions seen so far, per layer, growing as tokens arrive."""
-
-    keys: mx.array | None = None  # (B, H, S, hs)
-    values: mx.array | None = None
-
-    @property
-    def offset(self) -> int:
-        return 0 if self.keys is None else self.keys.shape[2]
-
-    def positions(self, length: int, context_length: int) -> mx.array:
-        if self.offset + length > context_length:
-            raise ValueError(
-                f"{self.offset + length} positions exceed context_length {context_length}; "
-                "slide the window (see generate.py)"
-            )
-        return mx.arange(self.offset, self.offset + length)
-
-    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
-        if self.keys is None:
-            self.keys, self.values = keys, values
-        else:
-            self.keys = mx.concatenate([self.keys, keys], axis=2)
-            self.values = mx.concatenate([self.values, values], axis=2)
-        return self.keys, self.values
-
-    def attention_mask(self, length: int) -> mx.array | str | None:
-        """For the `length` tokens just added by `update_and_fetch`."""
-        start = self.offset - length
-        if length == 1:
-            return None  # one new token attends to everything cached
-        return "causal" if start == 0 else causal_mask(length, start)
-
-
-@dataclass
-class FixedKVCache:
-    """A cache in full-context buffers for decoding one token at a time at `position` (an array).
-
-    Shapes never change as decoding advances (the new entry is written in place, later slots are
-    masked out), so a compiled decode step is traced once instead of once per position. Build the
-    layers' caches with `for_layers`: they share one attention mask per step.
-    """
-
-    keys: mx.array  # (B, H, context_length, hs)
-    values: mx.array
-    position: mx.array  # (1,) int: the slot the next token fills
-    mask: mx.array  # (context_length,) additive: 0 for slots 0..position, -inf after
-
-    @classmethod
-    def for_layers(
-        cls, keys: list[mx.array], values: list[mx.array], position: mx.array
-    ) -> list[FixedKVCache]:
-        """One cache per layer; the mask is computed once per step, not once per layer."""
-        slots = mx.arange(keys[0].shape[2])
-        mask = mx.where(slots <= position, 0.0, -mx.inf)
-        return [cls(k, v, position, mask) for k, v in zip(keys, values, strict=True)]
-
-    def positions(self, length: int, context_length: int) -> mx.array:
-        if length != 1:
-            raise ValueError("a FixedKVCache decodes one token at a time")
-        return self.position
-
-    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
-        # A copy into slot `position` (a masked `where` over the whole buffer runs strided, slower).
-        self.keys = mx.slice_update(self.keys, keys, self.position, axes=(2,))
-        self.values = mx.slice_update(self.values, values, self.position, axes=(2,))
-        return self.keys, self.values
-
-    def attention_mask(self, length: int) -> mx.array:
-        """The token at `position` sees slots 0..position."""
-        return self.mask
-
-
-def causal_mask(query_length: int, offset: int) -> mx.array:
-    """Additive mask: query i (absolute position offset+i) sees keys 0..offset+i."""
-    rows = mx.arange(offset, offset + query_length)[:, None]
-    cols = mx.arange(offset + query_length)[None, :]
-    return mx.where(cols <= rows, 0.0, -math.inf).astype(mx.float32)
+def causal_mask(length: int) -> mx.array:
+    """Additive mask: position i sees positions 0..i."""
+    positions = mx.arange(length)
+    return mx.where(positions[None, :] <= positions[:, None], 0.0, -math.inf).astype(mx.float32)
 
 
 class CausalSelfAttention(nn.Module):
@@ -110,31 +35,20 @@ class CausalSelfAttention(nn.Module):
         self.attention_dropout = nn.Dropout(config.attention_dropout)
         self.dropout_weights = config.attention_dropout > 0
 
-    def __call__(self, x: mx.array, cache: KVCache | FixedKVCache | None = None) -> mx.array:
-        """x: (B, T, C), or (B, C) rows of one token each (decoding, see `GPT.__call__`)."""
+    def __call__(self, x: mx.array) -> mx.array:
+        B, T, C = x.shape
         H, hs = self.head_count, self.head_size
-        if x.ndim == 2:
-            (B, C), T = x.shape, 1
-            # One token: (B, 3C) -> (B, 3H, 1, hs) is already head-major, no transposes needed.
-            q, k, v = mx.split(self.qkv(x).reshape(B, 3 * H, 1, hs), 3, axis=1)
-        else:
-            B, T, C = x.shape
-            q, k, v = mx.split(self.qkv(x), 3, axis=-1)
-            # (B, T, C) -> (B, H, T, hs): all heads batched in one matmul
-            q, k, v = (a.reshape(B, T, H, hs).transpose(0, 2, 1, 3) for a in (q, k, v))
-        if cache is not None:
-            k, v = cache.update_and_fetch(k, v)
-
+        q, k, v = mx.split(self.qkv(x), 3, axis=-1)
+        # (B, T, C) -> (B, H, T, hs): all heads batched in one matmul
+        q, k, v = (a.reshape(B, T, H, hs).transpose(0, 2, 1, 3) for a in (q, k, v))
         if self.training and self.dropout_weights:
             # The fused kernel has no dropout on the weights, so spell attention out.
-            scores = (q * self.scale) @ k.transpose(0, 1, 3, 2)  # (B, H, T, S)
-            weights = mx.softmax(scores + causal_mask(T, k.shape[2] - T), axis=-1)
+            scores = (q * self.scale) @ k.transpose(0, 1, 3, 2)  # (B, H, T, T)
+            weights = mx.softmax(scores + causal_mask(T), axis=-1)
             y = self.attention_dropout(weights) @ v
         else:
-            mask = "causal" if cache is None else cache.attention_mask(T)
-            y = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
-        y = y.reshape(B, C) if x.ndim == 2 else y.transpose(0, 2, 1, 3).reshape(B, T, C)
-        return self.proj(y)
+            y = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask="causal")
+        return self.proj(y.transpose(0, 2, 1, 3).reshape(B, T, C))
 
 
 class FeedForward(nn.Module):
@@ -159,9 +73,9 @@ class Block(nn.Module):
         self.feed_forward = FeedForward(config)
         self.residual_dropout = nn.Dropout(config.residual_dropout)
 
-    def __call__(self, x: mx.array, cache: KVCache | FixedKVCache | None = None) -> mx.array:
+    def __call__(self, x: mx.array) -> mx.array:
         # The original's form: dropout acts on the residual stream itself, not on the branch.
-        x = self.residual_dropout(x) + self.attention(self.ln1(x), cache)
+        x = self.residual_dropout(x) + self.attention(self.ln1(x))
         x = self.residual_dropout(x) + self.feed_forward(self.ln2(x))
         return x
 
@@ -193,26 +107,15 @@ class GPT(nn.Module):
 
         self.update(tree_map_with_path(reinit, self.parameters()))
 
-    def __call__(self, tokens: mx.array, cache: list[KVCache] | list[FixedKVCache] | None = None) -> mx.array:
-        """(B, T) token ids -> (B, T, vocab) logits. With a cache, T new tokens follow its contents."""
+    def __call__(self, tokens: mx.array) -> mx.array:
+        """(B, T) token ids -> (B, T, vocab) logits. Decoding uses folded_decoder.py (a KV cache)."""
         B, T = tokens.shape
-        if cache is None:
-            if T > self.config.context_length:
-                raise ValueError(f"{T} positions exceed context_length {self.config.context_length}")
-            positions = mx.arange(T)
-        else:
-            positions = cache[0].positions(T, self.config.context_length)
-        x = self.embedding_dropout(self.token_embedding(tokens) + self.position_embedding(positions))
-        if T == 1:
-            # Rows of one token each: a linear layer on 2-D input skips the reshapes and broadcast it
-            # wraps around 3-D input, about a tenth of a CPU decode step (dispatch-bound at batch 1).
-            x = x.reshape(B, -1)
-        for i, block in enumerate(self.blocks):
-            x = block(x, None if cache is None else cache[i])
-        return self.head(self.final_norm(x)).reshape(B, T, -1)
-
-    def make_cache(self) -> list[KVCache]:
-        return [KVCache() for _ in self.blocks]
+        if T > self.config.context_length:
+            raise ValueError(f"{T} positions exceed context_length {self.config.context_length}")
+        x = self.embedding_dropout(self.token_embedding(tokens) + self.position_embedding(mx.arange(T)))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.final_norm(x))
 
     def parameter_count(self) -> int:
         return sum(v.size for _, v in tree_flatten(self.parameters()))
