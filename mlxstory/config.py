@@ -83,7 +83,10 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"train config field {name} must be at least 1, got {getattr(self, name)}")
         if not (self.learning_rate > 0 and self.min_learning_rate >= 0):
-            raise ConfigError("learning_rate must be > 0 and min_learning_rate >= 0")
+            raise ConfigError(
+                "learning_rate must be > 0 and min_learning_rate >= 0, "
+                f"got {self.learning_rate} and {self.min_learning_rate}"
+            )
         if self.warmup_iterations < 0 or self.grad_clip < 0 or self.weight_decay < 0:
             raise ConfigError("warmup_iterations, grad_clip and weight_decay must not be negative")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):

@@ -66,7 +66,10 @@ def test_an_existing_run_is_never_overwritten(tmp_path: Path, sample_parquet: Pa
     [
         (["--preset", "huge"], "unknown preset 'huge'"),
         (["--device", "tpu"], "--device must be cpu or gpu"),
-        (["--iterations", "0"], "training_iterations must be at least 1"),
+        (["--iterations", "0"], "--iterations must be at least 1, got 0"),
+        (["--lr", "-1"], "--lr must be a positive learning rate, got -1.0"),
+        (["--lr", "nan"], "--lr must be a positive learning rate, got nan"),
+        (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
         (["--data", "missing.parquet"], "data source not found"),
         (["--resume", "nowhere"], "does not exist"),
         (["--resume", "nowhere", "--data", "x.parquet"], "--data cannot be combined with --resume"),

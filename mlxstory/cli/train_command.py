@@ -29,10 +29,18 @@ def next_commands(run: Path) -> str:
 
 
 def overrides(**values: Any) -> dict[str, Any]:
-    """Train-config fields the user set on the command line (None = not given)."""
+    """Train-config fields the user set on the command line (None = not given), checked here so an
+    error names the flag rather than the config field it sets."""
     names = {"iterations": "training_iterations", "lr": "learning_rate", "batch_size": "contexts_per_batch",
              "eval_interval": "evaluation_interval", "seed": "seed"}
-    return {names[key]: value for key, value in values.items() if value is not None}
+    given = {key: value for key, value in values.items() if value is not None}
+    for key, value in given.items():
+        flag = "--" + key.replace("_", "-")
+        if key == "lr" and not value > 0:  # also NaN
+            raise MlxstoryError(f"{flag} must be a positive learning rate, got {value}; e.g. --lr 3e-3")
+        if key in ("iterations", "batch_size", "eval_interval") and value < 1:
+            raise MlxstoryError(f"{flag} must be at least 1, got {value}")
+    return {names[key]: value for key, value in given.items()}
 
 
 def choose_data(data: str | None) -> dict[str, Any]:
