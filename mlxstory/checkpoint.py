@@ -229,24 +229,32 @@ def load_trainer_checkpoint(
     return weights, optimizer, state
 
 
-def check_weights(model: nn.Module, weights: dict[str, mx.array], where: Path) -> None:
-    """Names and shapes of `weights` must equal the model's: say which one differs, and how."""
-    expected = dict(tree_flatten(model.parameters()))
-    missing = sorted(set(expected) - set(weights))
+def check_arrays(given: dict[str, mx.array], expected: dict[str, mx.array], where: str | Path, *, kind: str,
+                 needed_by: str) -> None:
+    """Names and shapes of `given` must equal `expected`'s: one error naming the first that differs.
+
+    `kind` names an entry ("weight", "optimizer entry"), `needed_by` what fixes the shapes ("model.ron").
+    """
+    missing = sorted(set(expected) - set(given))
     if missing:
-        raise CheckpointError(f"{where}: missing weight {missing[0]} ({len(missing)} missing); "
+        raise CheckpointError(f"{where}: missing {kind} {missing[0]} ({len(missing)} missing); "
                               "it was not saved from this model config")
-    extra = sorted(set(weights) - set(expected))
+    extra = sorted(set(given) - set(expected))
     if extra:
         raise CheckpointError(
-            f"{where}: unexpected weight {extra[0]}; it was saved from another model config"
+            f"{where}: unexpected {kind} {extra[0]}; it was saved from another model config"
         )
     for name, value in expected.items():
-        if weights[name].shape != value.shape:
+        if given[name].shape != value.shape:
             raise CheckpointError(
-                f"{where}: {name} has shape {tuple(weights[name].shape)} but model.ron needs "
+                f"{where}: {name} has shape {tuple(given[name].shape)} but {needed_by} needs "
                 f"{tuple(value.shape)}; the checkpoint belongs to another model config"
             )
+
+
+def check_weights(model: nn.Module, weights: dict[str, mx.array], where: Path) -> None:
+    """The weights of a checkpoint must be the model's, by name and shape."""
+    check_arrays(weights, dict(tree_flatten(model.parameters())), where, kind="weight", needed_by="model.ron")
 
 
 def _run_dir_of(weights: Path) -> Path:

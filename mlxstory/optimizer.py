@@ -14,7 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map, tree_map_with_path, tree_reduce
 
-from mlxstory.errors import CheckpointError
+from mlxstory.checkpoint import check_arrays
 
 
 def learning_rate_at(step: int, *, peak: float, minimum: float, warmup: int, total: int) -> float:
@@ -105,20 +105,7 @@ class AdamW:
 
     def load_flat_state(self, flat: dict[str, mx.array], where: str = "optimizer state") -> None:
         """Restore from `flat_state()` output, checking names and shapes against the current state."""
-        expected = self.flat_state()
-        missing = sorted(set(expected) - set(flat))
-        extra = sorted(set(flat) - set(expected))
-        if missing or extra:
-            detail = f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}"
-            raise CheckpointError(
-                f"{where}: does not match the model ({detail}); was it saved for another config?"
-            )
-        for name, value in expected.items():
-            if flat[name].shape != value.shape:
-                raise CheckpointError(
-                    f"{where}: {name} has shape {tuple(flat[name].shape)}, "
-                    f"the model needs {tuple(value.shape)}"
-                )
+        check_arrays(flat, self.flat_state(), where, kind="optimizer entry", needed_by="the model")
         # Refill the existing structure: unflattening would drop empty containers (dropout modules).
         self.state["step"] = flat["step"].astype(mx.int32)
         for moment in ("m", "v"):
