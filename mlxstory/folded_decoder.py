@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -102,6 +103,20 @@ def _activation(name: str) -> Callable[[mx.array], mx.array]:
     return _relu if name == "relu" else _gelu
 
 
+@dataclass(frozen=True)
+class Settings:
+    """The model's non-array settings that `prefill` and `decode` need (constants when compiled)."""
+
+    head_count: int
+    activation: Callable[[mx.array], mx.array]
+    eps: float
+
+    @classmethod
+    def of(cls, model: Any) -> Settings:
+        config = model.config
+        return cls(config.head_count, _activation(config.activation), model.final_norm.eps)
+
+
 def empty_cache(model: Any) -> list[mx.array]:
     """One zeroed key/value buffer per layer: (2 * heads, context_length, head_size + 1)."""
     config = model.config
@@ -121,12 +136,11 @@ def _norm_linear(x: mx.array, layer: dict[str, mx.array], eps: float) -> mx.arra
     return mx.addmm(layer["bias"], rows, layer["matrix"])
 
 
-def _residual_writes(
-    x: mx.array, heads_out: mx.array, layer: dict[str, Any], activation: Callable, eps: float
-) -> mx.array:
+def _residual_writes(x: mx.array, heads_out: mx.array, layer: dict[str, Any], settings: Settings) -> mx.array:
     """The attention output (rows of heads * (head_size + 1)) and the feed-forward added to x."""
     x = mx.addmm(x, heads_out, layer["projection"])
-    return mx.addmm(x, activation(_norm_linear(x, layer["up"], eps)), layer["down"])
+    hidden = settings.activation(_norm_linear(x, layer["up"], settings.eps))
+    return mx.addmm(x, hidden, layer["down"])
 
 
 def prefill(
@@ -134,12 +148,10 @@ def prefill(
     tokens: mx.array,
     cache: list[mx.array],
     *,
-    head_count: int,
-    activation: Callable[[mx.array], mx.array],
-    eps: float,
+    settings: Settings,
 ) -> tuple[mx.array, list[mx.array]]:
     """tokens (T,) at positions 0..T-1 -> (logits (1, vocab) after the last one, cache holding all T)."""
-    T, heads = tokens.shape[0], head_count
+    T, heads, eps = tokens.shape[0], settings.head_count, settings.eps
     x = weights["tokens"][tokens] + weights["positions"][:T]
     mask = weights["masks"][:T, :T]
     updated = []
@@ -152,7 +164,7 @@ def prefill(
         # makes the last column of `summed` the normaliser.
         summed = mx.exp(scores - scores.max(axis=-1, keepdims=True)) @ values
         heads_out = (summed / summed[..., -1:]).swapaxes(0, 1).reshape(T, -1)
-        x = _residual_writes(x, heads_out, layer, activation, eps)
+        x = _residual_writes(x, heads_out, layer, settings)
     return _norm_linear(x[-1:], weights["head"], eps), updated
 
 
@@ -162,15 +174,13 @@ def decode(
     position: mx.array,
     cache: list[mx.array],
     *,
-    head_count: int,
-    activation: Callable[[mx.array], mx.array],
-    eps: float,
+    settings: Settings,
 ) -> tuple[mx.array, list[mx.array]]:
     """One token (1,) at `position` (1,) -> (logits (1, vocab), cache with its key and value added).
 
     The cache must hold positions 0..position-1; later slots are masked out.
     """
-    heads = head_count
+    heads, eps = settings.head_count, settings.eps
     x = weights["tokens"][token] + weights["positions"][position]
     mask = weights["masks"][position]
     updated = []
@@ -182,16 +192,11 @@ def decode(
         keys, values = mx.split(buffer, 2)
         scores = mx.addmm(mask, queries, keys.swapaxes(1, 2))  # (heads, 1, slots)
         heads_out = (mx.softmax(scores, axis=-1) @ values).reshape(1, -1)
-        x = _residual_writes(x, heads_out, layer, activation, eps)
+        x = _residual_writes(x, heads_out, layer, settings)
         updated.append(buffer)
     return _norm_linear(x, weights["head"], eps), updated
 
 
 def bind(function: Callable, model: Any) -> Callable:
-    """`prefill` or `decode` with `model`'s static settings bound (compile it: they are not arrays)."""
-    return partial(
-        function,
-        head_count=model.config.head_count,
-        activation=_activation(model.config.activation),
-        eps=model.final_norm.eps,
-    )
+    """`prefill` or `decode` with `model`'s settings bound (then compile it: they are not arrays)."""
+    return partial(function, settings=Settings.of(model))
