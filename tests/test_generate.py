@@ -83,6 +83,31 @@ def test_cached_logits_equal_full_recompute_before_and_after_slides(slide_keep, 
     assert decoder.slides >= 2
 
 
+@pytest.mark.parametrize(
+    ("embedding_size", "head_count", "block_count", "multiplier", "context"),
+    [(8, 1, 1, 1, 5), (24, 6, 3, 2, 9), (48, 3, 2, 4, 7)],
+)
+def test_cached_logits_equal_full_recompute_for_other_shapes(embedding_size, head_count, block_count,
+                                                             multiplier, context):
+    """Head counts, depths and widths other than the fixture's, through prefill, steps and a slide."""
+    mx.random.seed(11)
+    config = ModelConfig(
+        vocab_size=40, embedding_size=embedding_size, context_length=context, head_count=head_count,
+        block_count=block_count, feed_forward_multiplier=multiplier, embedding_dropout=0.0,
+        attention_dropout=0.0, feed_forward_dropout=0.0, residual_dropout=0.0,
+    )
+    model = GPT(config)
+    model.update(tree_map(lambda p: p + 0.3 * mx.random.normal(p.shape), model.parameters()))
+    model.eval()
+    decoder = KVDecoder(model, slide_keep=max(1, context // 2))
+    rng = random.Random(embedding_size)
+    decoder.prefill([rng.randrange(40) for _ in range(2)])
+    for _ in range(2 * context):
+        logits = decoder.step(rng.randrange(40))
+        np.testing.assert_allclose(np.array(logits[0]), full_logits(model, decoder.window), atol=LOGITS_ATOL)
+    assert decoder.slides >= 1
+
+
 def test_slide_keeps_the_last_slide_keep_tokens():
     model = small_model(64)
     model.eval()
