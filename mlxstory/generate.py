@@ -36,8 +36,8 @@ FinishReason = Literal["stop", "length"]
 class KVDecoder:
     """Incremental decoding at batch 1 with a fixed-size KV cache that slides when full.
 
-    Runs `folded_decoder.forward` on a snapshot of the model's weights taken at construction (make a
-    new decoder after the weights change). Two compiled functions: the prefill (traced once per
+    Runs `folded_decoder.prefill` / `decode` on a snapshot of the model's weights taken at construction
+    (make a new decoder after the weights change). Two compiled functions: the prefill (traced once per
     prompt length and once for the slide length) and the one-token step, which samples too (with
     `sampler`), so `generate` needs one graph per token.
     """
