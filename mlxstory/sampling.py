@@ -17,6 +17,7 @@ from mlxstory.errors import MlxstoryError
 Sampler = Callable[[mx.array, mx.array], mx.array]
 
 _NEG_INF = float("-inf")
+GREEDY_BELOW = 1e-6  # temperatures under this sample greedily (see make_sampler)
 
 
 def apply_top_k(logits: mx.array, k: int) -> mx.array:
@@ -51,15 +52,17 @@ def greedy(logits: mx.array, key: mx.array | None = None) -> mx.array:
 def make_sampler(temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Sampler:
     """A sampler for these settings; temperature 0 means greedy (argmax), whatever top-k/top-p say.
 
-    top_k 0 and top_p 1.0 switch those filters off.
+    top_k 0 and top_p 1.0 switch those filters off. Temperatures below `GREEDY_BELOW` are greedy too:
+    that is their limit (the filters always keep the most likely token), and dividing logits by them
+    could overflow fp32 to infinities that no filter or argmax can rank.
     """
-    if temperature < 0:
+    if not temperature >= 0:  # also NaN
         raise MlxstoryError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if top_k < 0:
         raise MlxstoryError(f"top-k must be >= 0 (0 = off), got {top_k}")
     if not 0.0 < top_p <= 1.0:
         raise MlxstoryError(f"top-p must be in (0, 1] (1 = off), got {top_p}")
-    if temperature == 0:
+    if temperature < GREEDY_BELOW:
         return greedy
 
     def sample(logits: mx.array, key: mx.array) -> mx.array:

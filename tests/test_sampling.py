@@ -87,8 +87,18 @@ def test_filters_never_sample_outside_what_they_keep():
     assert set(np.unique(nucleus)) == {1, 3}
 
 
+def test_a_vanishing_temperature_is_greedy_and_keeps_to_the_filters():
+    # Dividing these logits by 1e-39 would overflow every one of them to -inf (argmax: token 0,
+    # which top-k removed); below 1e-6 the sampler is the argmax.
+    logits = mx.array([[-3.0, -1.0, -2.0]])
+    for temperature in (1e-39, 1e-7):
+        sampler = make_sampler(temperature, top_k=2)
+        assert [sampler(logits, mx.random.key(seed)).item() for seed in range(5)] == [1] * 5
+
+
 @pytest.mark.parametrize(
-    "kwargs", [{"temperature": -0.1}, {"top_k": -1}, {"top_p": 0.0}, {"top_p": 1.5}]
+    "kwargs", [{"temperature": -0.1}, {"temperature": float("nan")}, {"top_k": -1}, {"top_p": 0.0},
+               {"top_p": 1.5}]
 )
 def test_bad_settings_are_user_errors(kwargs):
     with pytest.raises(MlxstoryError):
