@@ -20,8 +20,10 @@ import re
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from itertools import chain, repeat
-from operator import add
+from functools import reduce
+from heapq import heapify, heappop, heappush
+from itertools import islice
+from operator import add, iadd
 from pathlib import Path
 from typing import Any, Literal
 
@@ -82,8 +84,11 @@ class Tokenizer:
         # For `_bpe`: chars -> chr(id) (unknown -> chr(unk)), merged pair as two chars -> new id, and back.
         table = {ord(c): chr(i) for i, c in enumerate(self.alphabet)}
         self._char_table = _Translation(table, chr(self.unk_id))
-        self._pair_chars = {z: chr(a) + chr(b) for (a, b), z in self.merges}
-        self._rank_of_pair = {pair: z for z, pair in self._pair_chars.items()}
+        pairs = [chr(a) + chr(b) for (a, b), _ in self.merges]
+        made = range(len(self.alphabet), len(self.alphabet) + len(pairs))  # the merges' ids, also their ranks
+        self._rank_of_pair = dict(zip(pairs, made, strict=True))
+        self._merge_chars: list[tuple[str, str] | None] = [None] * len(self.alphabet)  # id -> (pair, chr(id))
+        self._merge_chars += zip(pairs, map(chr, made), strict=True)
         self._strings: list[str] = list(self.alphabet)
         for (a, b), _ in self.merges:
             self._strings.append(self._strings[a] + self._strings[b])
@@ -164,7 +169,7 @@ class Tokenizer:
         raises TokenizerError."""
         seen = self._unknown_seen
         parts = text.split(" ")
-        ids = self._heads[parts[0]] + list(chain.from_iterable(map(self._spaced.__getitem__, parts[1:])))
+        ids = reduce(iadd, map(self._spaced.__getitem__, islice(parts, 1, None)), self._heads[parts[0]][:])
         if self._unknown_seen != seen:
             self._report_unknown(self._unknown_seen - seen, on_unknown)
         return ids
@@ -176,7 +181,7 @@ class Tokenizer:
         out = []
         for text in texts:
             parts = text.split(" ")
-            out.append(heads[parts[0]] + list(chain.from_iterable(map(spaced, parts[1:]))))
+            out.append(reduce(iadd, map(spaced, islice(parts, 1, None)), heads[parts[0]][:]))
         if self._unknown_seen != seen:
             self._report_unknown(self._unknown_seen - seen, on_unknown)
         return out
@@ -209,15 +214,25 @@ class Tokenizer:
     def _bpe(self, word: str) -> list[int]:
         """Apply the merges to one word, lowest rank first (same result as applying them in order).
 
-        The word is held as a string of chr(id) so that finding pairs and merging them left to right
-        (`str.replace`) run in C: this is the hot spot of encoding with a cold cache."""
+        The word is held as a string of chr(id) so that finding and merging pairs run in C: this is the
+        hot spot of encoding with a cold cache. A heap holds one rank (an id, never 0) per occurrence of a
+        mergeable pair: the word's pairs at the start, then the two pairs around each token a merge makes,
+        the only pairs a merge creates. Its top is the lowest rank present, or a pair that merges took
+        apart (skipped); merging the leftmost occurrence once per entry merges them all left to right, as
+        `str.replace` would, since the pairs pushed meanwhile rank higher."""
         s = word.translate(self._char_table)
-        rank_of, none = self._rank_of_pair.get, repeat(MAX_VOCAB_SIZE)
-        while len(s) > 1:
-            z = min(map(rank_of, map(add, s, s[1:]), none))
-            if z == MAX_VOCAB_SIZE:
-                break
-            s = s.replace(self._pair_chars[z], chr(z))
+        rank_of, merge_chars = self._rank_of_pair.get, self._merge_chars
+        heap = list(filter(None, map(rank_of, map(add, s, s[1:]))))
+        heapify(heap)
+        while heap:
+            pair, new = merge_chars[heappop(heap)]
+            if pair in s:
+                left, _, right = s.partition(pair)
+                s = left + new + right
+                if left and (rank := rank_of(left[-1] + new)):
+                    heappush(heap, rank)
+                if right and (rank := rank_of(new + right[0])):
+                    heappush(heap, rank)
         return list(map(ord, s))
 
     # -- decoding -----------------------------------------------------------------------------------
@@ -325,18 +340,32 @@ class _ChunkCache(dict):
     def __init__(self, tokenizer: Tokenizer, prefix: str) -> None:
         super().__init__()
         self.tokenizer, self.prefix = tokenizer, prefix
+        # A chunk (never holding a space) without do-not-merge characters is a single regex word, unless
+        # a space in the do-not-merge set splits the prefix off.
+        stops = frozenset(tokenizer.do_not_merge)
+        self.one_word = (lambda chunk: False) if prefix and " " in stops else stops.isdisjoint
 
     def __missing__(self, chunk: str) -> list[int]:
-        ids = self.tokenizer._words.get(self.prefix + chunk)  # most chunks are one word, often known
-        unknown = 0
-        if ids is None:
-            ids, unknown = self.tokenizer._encode_chunk(self.prefix + chunk)
-        if unknown:
-            self.tokenizer._unknown_seen += unknown
+        tokenizer = self.tokenizer
+        word = self.prefix + chunk
+        if self.one_word(chunk):  # no do-not-merge character: the regex would find just `word`
+            words = tokenizer._words
+            ids = words.get(word)  # perhaps seen in another chunk
+            if ids is None:
+                ids = tokenizer._bpe(word)
+                if tokenizer.unk_id in ids:
+                    tokenizer._unknown_seen += ids.count(tokenizer.unk_id)
+                    return ids
+                if len(words) < _CACHE_LIMIT:
+                    words[word] = ids
         else:
-            if len(self) >= _CACHE_LIMIT:
-                self.clear()
-            self[chunk] = ids
+            ids, unknown = tokenizer._encode_chunk(word)
+            if unknown:
+                tokenizer._unknown_seen += unknown
+                return ids
+        if len(self) >= _CACHE_LIMIT:
+            self.clear()
+        self[chunk] = ids
         return ids
 
 

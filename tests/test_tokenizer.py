@@ -94,6 +94,35 @@ def test_matches_the_original_algorithm_on_random_text(texts: list[str], n_merge
         assert tok.decode(tok.encode(text)) == text
 
 
+def naive_encode(word: str, tok: Tokenizer) -> list[int]:
+    """The original's encoding of one word: every merge in rank order, each pair replaced left to right."""
+    ids = [tok.alphabet.index(c) for c in word]
+    for (a, b), z in tok.merges:
+        out, i = [], 0
+        while i < len(ids):
+            if i + 1 < len(ids) and ids[i] == a and ids[i + 1] == b:
+                out.append(z)
+                i += 2
+            else:
+                out.append(ids[i])
+                i += 1
+        ids = out
+    return ids
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet="aab", min_size=1, max_size=30), min_size=1, max_size=6),
+       st.lists(st.text(alphabet="ab", min_size=1, max_size=24), min_size=1, max_size=8))
+def test_encoding_a_word_matches_applying_every_merge_in_order(corpus: list[str], words: list[str]) -> None:
+    """Runs of one letter ("aaaa") make overlapping pairs, the hard case for merging lowest rank first."""
+    alphabet, merges = naive_train(corpus, 1000)  # as many merges as the corpus allows
+    tok = Tokenizer.train(corpus, vocab_size=len(alphabet) + min(len(merges), 30) + 2)
+    cold = Tokenizer(tok.alphabet, tok.merges)  # no words cached by training
+    for word in words:
+        word = "".join(c for c in word if c in tok.alphabet) or tok.alphabet[0]
+        assert cold.encode(word) == naive_encode(word, tok)
+
+
 @pytest.mark.parametrize("do_not_merge", [' \n"', '\n".,', "", "-]^\\"])
 def test_matches_the_original_algorithm_with_other_do_not_merge_sets(sample_texts: list[str],
                                                                      do_not_merge: str) -> None:
