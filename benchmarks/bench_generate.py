@@ -5,13 +5,17 @@
 Random-init weights (speed does not depend on what the weights say). Both modes run in the same
 process, interleaved, each repeat timing `--tokens` new tokens after a warm-up token; the best repeat
 counts, because the machine is shared and a busy neighbour only ever makes a run slower. With
-`--tokens` above the context length the cached numbers include the cost of its slides. Prints JSON.
+`--tokens` above the context length the cached numbers include the cost of its slides. Prints JSON,
+with the machine's state beside the speeds: the load average, and `dispatch_us_per_op`, what one tiny MLX
+operation costs (a chain of 300 adds). The cached path is bound by that cost, so it tells a quiet host
+(about 3 µs here) from one where handing work between cores has become slow.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 
@@ -36,7 +40,25 @@ def tokens_per_second(model: GPT, mode: str, count: int, *, slide_keep: int | No
     return count / (time.perf_counter() - start)
 
 
+def dispatch_us_per_op(ops: int = 300, repeats: int = 20, warmup: int = 30) -> float:
+    """Best time per operation of a chain of tiny adds, evaluated at once (after warm-up chains: the
+    first ones in a process also pay for MLX's allocator and worker thread starting)."""
+    x0 = mx.zeros((1, 128))
+    mx.eval(x0)
+    best = float("inf")
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        x = x0
+        for _ in range(ops):
+            x = x + 1
+        mx.eval(x)
+        if i >= warmup:
+            best = min(best, time.perf_counter() - start)
+    return best / ops * 1e6
+
+
 def run(preset: str, count: int, repeats: int, slide_keep: int | None) -> dict:
+    dispatch_before = dispatch_us_per_op()
     config, _ = load_preset(preset)
     mx.random.seed(0)
     model = GPT(config)
@@ -63,6 +85,8 @@ def run(preset: str, count: int, repeats: int, slide_keep: int | None) -> dict:
         "recompute_tokens_per_second": round(best["recompute"], 1),
         "speedup": round(best["cached"] / best["recompute"], 2),
         "all_tokens_per_second": {mode: [round(v, 1) for v in values] for mode, values in samples.items()},
+        "dispatch_us_per_op": {"before": round(dispatch_before, 2), "after": round(dispatch_us_per_op(), 2)},
+        "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
 
 
