@@ -266,3 +266,18 @@ def test_a_decoder_decodes_with_the_weights_it_was_made_with():
     after.prefill([1, 2, 3])
     np.testing.assert_allclose(np.array(after.step(4)[0]), full_logits(model, [1, 2, 3, 4]), atol=LOGITS_ATOL)
     np.testing.assert_allclose(np.array(before.step(4)[0]), old_logits, atol=LOGITS_ATOL)
+
+
+def test_the_generation_benchmark_prints_both_speeds_and_the_machine_state(capsys):
+    """`python -m benchmarks.bench_generate`: one JSON document with the fields the README quotes."""
+    import json
+
+    from benchmarks import bench_generate
+
+    bench_generate.main(["--preset", "tiny", "--tokens", "80", "--repeats", "1"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["preset"] == "tiny" and result["new_tokens"] == 80 and result["slide_keep"] == 32
+    cached, recompute = result["cached_tokens_per_second"], result["recompute_tokens_per_second"]
+    assert cached > 0 and recompute > 0
+    assert result["speedup"] == pytest.approx(cached / recompute, rel=0.01)
+    assert all(value > 0 for value in result["dispatch_us_per_op"].values())
