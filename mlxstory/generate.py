@@ -88,19 +88,16 @@ class KVDecoder:
 
         Pipelined: the step for the token after next is queued (`mx.async_eval`) before the next
         token is read back, so building one graph overlaps computing the other. Slides read the token
-        first. Keys split as in `generate_tokens`' recompute mode: one split per token.
+        first. Tokens are drawn with `draw`, as in `generate_tokens`' recompute mode.
         """
-        logits = self.prefill(context)
-        key, subkey = mx.random.split(key)
-        token = self.sampler(logits, subkey).astype(mx.int32).reshape(1)
+        token, key = draw(self.sampler, self.prefill(context), key)
         while True:
             if len(self.window) == self.context_length:
                 value = token.item()
                 yield value
                 self.slides += 1
                 logits = self.prefill((self.window + [value])[-self.slide_keep :])
-                key, subkey = mx.random.split(key)
-                token = self.sampler(logits, subkey).astype(mx.int32).reshape(1)
+                token, key = draw(self.sampler, logits, key)
                 continue
             _, following, key = self._advance(token, key)
             mx.async_eval(following, key)
@@ -108,6 +105,16 @@ class KVDecoder:
             self.window.append(value)
             yield value
             token = following
+
+
+def draw(sampler: Sampler, logits: mx.array, key: mx.array) -> tuple[mx.array, mx.array]:
+    """The next token, (1,) int32, from `logits` (1, V), and the key for the token after it.
+
+    One split of the key per token, wherever the token is drawn (both modes, the compiled step, after
+    a slide), so a seed gives the same text whichever path draws it.
+    """
+    key, subkey = mx.random.split(key)
+    return sampler(logits, subkey).astype(mx.int32).reshape(1), key
 
 
 def compiled_decode_step(decode: Callable[..., tuple], sampler: Sampler = greedy) -> Callable[..., tuple]:
@@ -122,8 +129,7 @@ def compiled_decode_step(decode: Callable[..., tuple], sampler: Sampler = greedy
         key: mx.array,
     ) -> tuple[mx.array, mx.array, mx.array, list[mx.array]]:
         logits, cache = decode(weights, token, position, cache)
-        key, subkey = mx.random.split(key)
-        sampled = sampler(logits, subkey).astype(mx.int32).reshape(1)
+        sampled, key = draw(sampler, logits, key)
         return logits, sampled, key, cache
 
     return mx.compile(step)
@@ -155,9 +161,8 @@ def generate_tokens(
         context_length = model.config.context_length
         tokens = list(context)
         while True:
-            logits = model(mx.array([tokens[-context_length:]]))[:, -1, :]
-            key, subkey = mx.random.split(key)
-            token = sampler(logits, subkey).item()
+            sampled, key = draw(sampler, model(mx.array([tokens[-context_length:]]))[:, -1, :], key)
+            token = sampled.item()
             yield token
             tokens.append(token)
 
