@@ -95,6 +95,8 @@ class Tokenizer:
         self._strings.extend(self.special_tokens)
         self._words: dict[str, list[int]] = {}  # regex piece -> ids (seeded by training)
         self._findall = re.compile(self.split_pattern).findall
+        # With a space in the do-not-merge set, a spaced chunk is never disjoint from it: regex, as it must.
+        self._one_word = frozenset(do_not_merge).isdisjoint
         self._heads = _ChunkCache(self, "")  # first chunk of a text (no leading space)
         self._spaced = _ChunkCache(self, " ")  # every later chunk, keyed without its leading space
         self._unknown_seen = 0
@@ -197,19 +199,28 @@ class Tokenizer:
             warnings.warn(message, UnknownCharWarning, stacklevel=3)
 
     def _encode_chunk(self, chunk: str) -> tuple[list[int], int]:
-        """Ids of one space-delimited chunk and how many unknown characters it held."""
+        """Ids of one space-delimited chunk (its leading space included) and how many unknown characters
+        it held. A chunk holding no do-not-merge character is one regex word, so the regex is skipped."""
+        if self._one_word(chunk):
+            return self._encode_word(chunk)
         ids: list[int] = []
         unknown = 0
         for word in self._findall(chunk):
-            word_ids = self._words.get(word)
-            if word_ids is None:
-                word_ids = self._bpe(word)
-                if self.unk_id in word_ids:
-                    unknown += word_ids.count(self.unk_id)
-                elif len(self._words) < _CACHE_LIMIT:
-                    self._words[word] = word_ids
+            word_ids, word_unknown = self._encode_word(word)
             ids += word_ids
+            unknown += word_unknown
         return ids, unknown
+
+    def _encode_word(self, word: str) -> tuple[list[int], int]:
+        """Ids of one regex word, cached unless it holds unknown characters, and how many it holds."""
+        ids = self._words.get(word)
+        if ids is None:
+            ids = self._bpe(word)
+            if self.unk_id in ids:
+                return ids, ids.count(self.unk_id)
+            if len(self._words) < _CACHE_LIMIT:
+                self._words[word] = ids
+        return ids, 0
 
     def _bpe(self, word: str) -> list[int]:
         """Apply the merges to one word, lowest rank first (same result as applying them in order).
@@ -340,29 +351,12 @@ class _ChunkCache(dict):
     def __init__(self, tokenizer: Tokenizer, prefix: str) -> None:
         super().__init__()
         self.tokenizer, self.prefix = tokenizer, prefix
-        # A chunk (never holding a space) without do-not-merge characters is a single regex word, unless
-        # a space in the do-not-merge set splits the prefix off.
-        stops = frozenset(tokenizer.do_not_merge)
-        self.one_word = (lambda chunk: False) if prefix and " " in stops else stops.isdisjoint
 
     def __missing__(self, chunk: str) -> list[int]:
-        tokenizer = self.tokenizer
-        word = self.prefix + chunk
-        if self.one_word(chunk):  # no do-not-merge character: the regex would find just `word`
-            words = tokenizer._words
-            ids = words.get(word)  # perhaps seen in another chunk
-            if ids is None:
-                ids = tokenizer._bpe(word)
-                if tokenizer.unk_id in ids:
-                    tokenizer._unknown_seen += ids.count(tokenizer.unk_id)
-                    return ids
-                if len(words) < _CACHE_LIMIT:
-                    words[word] = ids
-        else:
-            ids, unknown = tokenizer._encode_chunk(word)
-            if unknown:
-                tokenizer._unknown_seen += unknown
-                return ids
+        ids, unknown = self.tokenizer._encode_chunk(self.prefix + chunk)
+        if unknown:
+            self.tokenizer._unknown_seen += unknown
+            return ids
         if len(self) >= _CACHE_LIMIT:
             self.clear()
         self[chunk] = ids
