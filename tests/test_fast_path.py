@@ -21,6 +21,16 @@ CONFIG = ModelConfig(vocab_size=128, embedding_size=32, context_length=16, head_
                      residual_dropout=0.1)
 
 
+def assert_same_loss_and_gradients(
+    loss: mx.array, grads: dict, plain_loss: mx.array, plain_grads: dict
+) -> None:
+    """The plain path's loss and every parameter's gradient, to fp32 rounding."""
+    assert loss.item() == pytest.approx(plain_loss.item(), abs=1e-5)
+    fast = dict(tree_flatten(grads))
+    for name, grad in tree_flatten(plain_grads):
+        np.testing.assert_allclose(np.array(fast[name]), np.array(grad), atol=2e-6, rtol=1e-4, err_msg=name)
+
+
 def batch(seed: int, B: int = 4) -> tuple[mx.array, mx.array]:
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, CONFIG.vocab_size, size=(B, CONFIG.context_length + 1))
@@ -42,10 +52,7 @@ def test_loss_and_gradients_equal_the_plain_path(mode, activation):
     fast_value_and_grad = nn.value_and_grad(model, fast_path.fast_loss_fn)
     # Compiled, as the training step runs it: the JIT-fused kernels are what must agree.
     fast_loss, fast_grads = mx.compile(lambda x, y: fast_value_and_grad(model, x, y))(x, y)
-    assert fast_loss.item() == pytest.approx(plain_loss.item(), abs=1e-5)
-    fast = dict(tree_flatten(fast_grads))
-    for name, grad in tree_flatten(plain_grads):
-        np.testing.assert_allclose(np.array(fast[name]), np.array(grad), atol=2e-6, rtol=1e-4, err_msg=name)
+    assert_same_loss_and_gradients(fast_loss, fast_grads, plain_loss, plain_grads)
 
 
 def test_fast_logits_equal_the_model_in_eval_mode():
@@ -117,7 +124,4 @@ def test_batch_split_over_cpu_streams_gives_the_whole_batch_mean(monkeypatch, ba
     plain_loss, plain_grads = nn.value_and_grad(model, loss_fn)(model, x, y)
     split = fast_path.training_value_and_grad(model, mx.cpu)
     loss, grads = mx.compile(lambda x, y: split(model, x, y))(x, y)
-    assert loss.item() == pytest.approx(plain_loss.item(), abs=1e-5)
-    fast = dict(tree_flatten(grads))
-    for name, grad in tree_flatten(plain_grads):
-        np.testing.assert_allclose(np.array(fast[name]), np.array(grad), atol=2e-6, rtol=1e-4, err_msg=name)
+    assert_same_loss_and_gradients(loss, grads, plain_loss, plain_grads)
