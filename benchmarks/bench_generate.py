@@ -22,10 +22,10 @@ import time
 import mlxstory  # noqa: F401  isort: skip  (loads MKL before mlx.core)
 import mlx.core as mx
 
-from mlxstory.config import load_preset
-from mlxstory.generate import generate_tokens
+from mlxstory.formats.config import load_preset
+from mlxstory.generation.generate import generate_tokens
+from mlxstory.generation.sampling import make_sampler
 from mlxstory.model import GPT
-from mlxstory.sampling import make_sampler
 
 MODES = ("cached", "recompute")
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlxstory.tokenizer import EOT, UNK, Tokenizer, split_pattern
+from mlxstory.data.tokenizer import EOT, UNK, Tokenizer, split_pattern
 
 DEFAULT_DATA = Path("../shared/data/tinystories-sample.parquet")
 

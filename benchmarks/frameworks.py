@@ -2,7 +2,7 @@
 
 Both sides train the same preset model from the same weights with the same recipe (forward, backward,
 global-norm clip, AdamW with decay on weight matrices) and decode greedily with a KV cache at batch 1.
-MLX runs mlxstory's own pieces: on the CPU the fused loss of `mlxstory.fast_path`, elsewhere the
+MLX runs mlxstory's own pieces: on the CPU the fused loss of `mlxstory.model.fast_path`, elsewhere the
 plain model; PyTorch runs the twin in `torch_twin.py`, eager.
 """
 
@@ -21,12 +21,11 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
-from mlxstory import fast_path
-from mlxstory.config import ModelConfig, TrainConfig
-from mlxstory.generate import generate_tokens
-from mlxstory.model import GPT
-from mlxstory.optimizer import AdamW, clip_by_global_norm
-from mlxstory.sampling import make_sampler
+from mlxstory.formats.config import ModelConfig, TrainConfig
+from mlxstory.generation.generate import generate_tokens
+from mlxstory.generation.sampling import make_sampler
+from mlxstory.model import GPT, fast_path
+from mlxstory.training.optimizer import AdamW, clip_by_global_norm
 
 LEARNING_RATE = 1e-4  # small, so thirty-odd timed steps never diverge
 
@@ -82,7 +81,7 @@ class MLXSide:
         state = [model.state, optimizer.state, mx.random.state]
         clip = train_config.grad_clip
 
-        # As mlxstory.train.make_train_step with one micro-batch, on the device's best loss.
+        # As mlxstory.training.train.make_train_step with one micro-batch, on the device's best loss.
         @partial(mx.compile, inputs=state, outputs=state)
         def step(inputs: mx.array, targets: mx.array, lr: mx.array):
             loss, grads = value_and_grad(model, inputs, targets)

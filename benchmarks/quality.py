@@ -1,7 +1,7 @@
 """Held-out bits per byte of training recipes on the same budget: quality measured, not assumed.
 
 Trains the `seed` model (the original's architecture) for `--steps` steps of 64x64 tokens on a
-corpus with each recipe, then scores every validation window (`mlxstory.evaluate`). The bar from
+corpus with each recipe, then scores every validation window (`mlxstory.generation.evaluate`). The bar from
 a PyTorch reference on the shared sample, 2,000 steps: the original's recipe (constant lr 2e-4,
 clip by value 0.5) reached 1.516 bits/byte; lr 1e-3 + 100 warmup + cosine to 1e-4 + clip norm 1.0
 reached 1.285. mlxstory's default recipe must do at least as well as the second.
@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 
 import mlxstory  # noqa: F401  (loads the CPU speedups before mlx.core)
-from mlxstory.checkpoint import load_model
-from mlxstory.config import TrainConfig, load_preset
-from mlxstory.evaluate import evaluate
-from mlxstory.run_dir import create_run, open_run
-from mlxstory.sources import load_texts
-from mlxstory.token_store import TokenStore
-from mlxstory.train import train
+from mlxstory.data.sources import load_texts
+from mlxstory.data.token_store import TokenStore
+from mlxstory.formats.config import TrainConfig, load_preset
+from mlxstory.generation.evaluate import evaluate
+from mlxstory.training.checkpoint import load_model
+from mlxstory.training.run_dir import create_run, open_run
+from mlxstory.training.train import train
 
 # Overrides of the default TrainConfig (and of the model's dropouts) per recipe.
 RECIPES: dict[str, dict] = {
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
 
     out = args.out or Path(tempfile.mkdtemp(prefix="mlxstory-quality-"))
     model_config, _ = load_preset("seed")
-    from mlxstory.token_store import build_token_store
+    from mlxstory.data.token_store import build_token_store
 
     store_dir = out / "store"
     if not (store_dir / "manifest.json").exists():

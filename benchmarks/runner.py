@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mlxstory.config import load_preset
+from mlxstory.formats.config import load_preset
 
 from .frameworks import MLXSide, TorchSide, make_batch, physical_cores, shared_weights, temporary_folder
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mlxstory.config import ModelConfig, TrainConfig
+from mlxstory.formats.config import ModelConfig, TrainConfig
 
 
 class CausalSelfAttention(nn.Module):

@@ -6,3 +6,7 @@ from mlxstory import cpu_speedups
 cpu_speedups.apply()
 
 __version__ = "0.1.0"
+
+from mlxstory import _moved  # noqa: E402
+
+_moved.install()

@@ -31,10 +31,10 @@ def tiny_trained_run(tmp_path_factory: pytest.TempPathFactory, sample_texts: lis
     """
     from dataclasses import replace
 
-    from mlxstory.config import load_preset
-    from mlxstory.run_dir import create_run
-    from mlxstory.sources import SourceTexts
-    from mlxstory.train import train
+    from mlxstory.data.sources import SourceTexts
+    from mlxstory.formats.config import load_preset
+    from mlxstory.training.run_dir import create_run
+    from mlxstory.training.train import train
 
     model_config, train_config = load_preset("tiny")
     train_config = replace(train_config, training_iterations=5, evaluation_interval=5, warmup_iterations=1)

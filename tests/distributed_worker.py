@@ -17,9 +17,9 @@ import mlxstory  # noqa: F401  isort: skip  (loads MKL before mlx.core)
 import numpy as np
 from mlx.utils import tree_flatten
 
-import mlxstory.train as training
+import mlxstory.training.train as training
 from mlxstory.cli.app import run_app
-from mlxstory.events import StepCompleted
+from mlxstory.training.events import StepCompleted
 
 RANK = int(os.environ.get("MLX_RANK", "0"))
 models = []

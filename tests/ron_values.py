@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from mlxstory import ron
+from mlxstory.formats import ron
 
 
 def same(a: object, b: object) -> bool:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlxstory.batches import BatchSampler, fixed_batches
+from mlxstory.data.batches import BatchSampler, fixed_batches
 from mlxstory.errors import DataError
 
 

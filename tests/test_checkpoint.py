@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from mlxstory.checkpoint import TrainerState, load_model, read_latest, save_checkpoint
-from mlxstory.config import ModelConfig, save_config
+from mlxstory.data.tokenizer import Tokenizer
 from mlxstory.errors import CheckpointError
+from mlxstory.formats.config import ModelConfig, save_config
 from mlxstory.model import GPT
-from mlxstory.optimizer import AdamW
-from mlxstory.tokenizer import Tokenizer
+from mlxstory.training.checkpoint import TrainerState, load_model, read_latest, save_checkpoint
+from mlxstory.training.optimizer import AdamW
 
 CONFIG = ModelConfig(vocab_size=300, embedding_size=32, context_length=16, head_count=2, block_count=1)
 

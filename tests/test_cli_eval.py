@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mlxstory.cli import app
-from mlxstory.token_store import TokenStore
-from mlxstory.tokenizer import Tokenizer
+from mlxstory.data.token_store import TokenStore
+from mlxstory.data.tokenizer import Tokenizer
 
 KEYS = ("loss", "perplexity", "bits_per_byte", "tokens", "bytes")
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mlxstory.checkpoint import load_model
 from mlxstory.cli import app
 from mlxstory.cli import generate_command as command
-from mlxstory.generate import generate
+from mlxstory.generation.generate import generate
+from mlxstory.training.checkpoint import load_model
 
 PROMPT = "Once upon a time"
 

@@ -9,10 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from mlxstory import sources
 from mlxstory.cli import app
-from mlxstory.token_store import TokenStore, split_indices
-from mlxstory.tokenizer import Tokenizer
+from mlxstory.data import sources
+from mlxstory.data.token_store import TokenStore, split_indices
+from mlxstory.data.tokenizer import Tokenizer
 
 
 @pytest.fixture()

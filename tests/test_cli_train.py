@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mlxstory import sources
-from mlxstory.checkpoint import read_latest
 from mlxstory.cli import app
+from mlxstory.data import sources
+from mlxstory.training.checkpoint import read_latest
 
 FAST = ["--preset", "tiny", "--batch-size", "4", "--no-tui"]
 
@@ -136,8 +136,8 @@ def test_ctrl_c_finishes_the_step_saves_and_names_the_resume_command(tmp_path: P
 
 
 def test_a_token_store_from_mlxstory_tokenize_is_used_as_is(tmp_path: Path, sample_texts: list[str]):
-    from mlxstory.config import ModelConfig, load_config
-    from mlxstory.token_store import build_token_store
+    from mlxstory.data.token_store import build_token_store
+    from mlxstory.formats.config import ModelConfig, load_config
 
     store = tmp_path / "store"
     build_token_store(store, sources.SourceTexts(sample_texts[:300], "sample-300", "300 stories"), 300)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mlxstory.config import (
+from mlxstory.formats.config import (
     DEFAULT_PRESET,
     PRESETS,
     ConfigError,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from mlxstory.demo_corpus import generate_stories
-from mlxstory.tokenizer import Tokenizer
+from mlxstory.data.demo_corpus import generate_stories
+from mlxstory.data.tokenizer import Tokenizer
 
 # A sentence ends at . ! ? (or at a closing quote after one) when the next word starts a new sentence.
 SENTENCE_END = re.compile(r'(?<=[.!?])\s+|(?<=[.!?]")\s+(?=[A-Z"])')

@@ -22,12 +22,12 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from mlxstory.batches import BatchSampler
-from mlxstory.checkpoint import load_model, read_latest
-from mlxstory.distributed import init_group, launched
-from mlxstory.metrics_log import read_metrics
-from mlxstory.run_dir import create_run, open_run
-from mlxstory.train import train
+from mlxstory.data.batches import BatchSampler
+from mlxstory.training.checkpoint import load_model, read_latest
+from mlxstory.training.distributed import init_group, launched
+from mlxstory.training.metrics_log import read_metrics
+from mlxstory.training.run_dir import create_run, open_run
+from mlxstory.training.train import train
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 LAUNCH = Path(sys.executable).with_name("mlx.launch")

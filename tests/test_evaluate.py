@@ -7,11 +7,11 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlxstory.config import ModelConfig
+from mlxstory.data.tokenizer import Tokenizer
 from mlxstory.errors import MlxstoryError
-from mlxstory.evaluate import encode_texts, evaluate
+from mlxstory.formats.config import ModelConfig
+from mlxstory.generation.evaluate import encode_texts, evaluate
 from mlxstory.model import GPT, cross_entropy
-from mlxstory.tokenizer import Tokenizer
 
 VOCAB = 50
 CONTEXT = 8

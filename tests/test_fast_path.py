@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from mlxstory import fast_path
-from mlxstory.config import ModelConfig
-from mlxstory.model import GPT, loss_fn
+from mlxstory.formats.config import ModelConfig
+from mlxstory.model import GPT, fast_path, loss_fn
 
 CONFIG = ModelConfig(vocab_size=128, embedding_size=32, context_length=16, head_count=4, block_count=2,
                      embedding_dropout=0.1, attention_dropout=0.1, feed_forward_dropout=0.1,

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from mlx.utils import tree_map
 
-from mlxstory import cpu_speedups, fast_path
-from mlxstory.config import ModelConfig
+from mlxstory import cpu_speedups
+from mlxstory.data.tokenizer import Tokenizer, UnknownCharWarning
 from mlxstory.errors import MlxstoryError
-from mlxstory.generate import KVDecoder, generate, generate_tokens, stream_generate
-from mlxstory.model import GPT
-from mlxstory.sampling import make_sampler
-from mlxstory.tokenizer import Tokenizer, UnknownCharWarning
+from mlxstory.formats.config import ModelConfig
+from mlxstory.generation.generate import KVDecoder, generate, generate_tokens, stream_generate
+from mlxstory.generation.sampling import make_sampler
+from mlxstory.model import GPT, fast_path
 
 CONTEXT = 16
 # fp32 on the CPU (and Metal); MLX's CUDA backend multiplies fp32 in TF32 by default, so the cached

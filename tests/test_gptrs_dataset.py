@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from mlxstory.data.gptrs_dataset import read_gptrs_dataset, write_gptrs_dataset
+from mlxstory.data.tokenizer import Tokenizer
 from mlxstory.errors import TokenizerError
-from mlxstory.gptrs_dataset import read_gptrs_dataset, write_gptrs_dataset
-from mlxstory.tokenizer import Tokenizer
 
 # As gpt-rs writes it (ron::to_string): compact, HashSet-ordered alphabet ids, `from` as a tuple.
 ORIGINAL = ("(char_to_id:{'u':0,'h':1,' ':2,'g':3,'p':4},id_to_char:{0:'u',1:'h',2:' ',3:'g',4:'p'},"

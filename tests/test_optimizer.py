@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mlxstory.errors import CheckpointError
-from mlxstory.optimizer import AdamW, clip_by_global_norm, learning_rate_at
+from mlxstory.training.optimizer import AdamW, clip_by_global_norm, learning_rate_at
 
 
 def schedule(step: int) -> float:

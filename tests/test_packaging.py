@@ -52,9 +52,12 @@ def test_built_wheel_ships_tui_benchmarks_and_presets(tmp_path: Path) -> None:
     run(wheel_build_command(source, dist), cwd=tmp_path)
     (wheel,) = dist.glob("mlxstory-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for required in ("mlxstory/__init__.py", "mlxstory/ron.py", "mlxstory/cli/__init__.py",
-                     "mlxstory/tui/__init__.py", "mlxstory/benchmarks/__init__.py",
-                     "mlxstory/presets/seed.model.ron", "mlxstory/presets/original.train.ron"):
+    stages = ("data", "model", "training", "generation", "formats")
+    presets = ("formats/presets/seed.model.ron", "formats/presets/original.train.ron")
+    for required in ("mlxstory/__init__.py", "mlxstory/formats/ron.py", "mlxstory/cli/__init__.py",
+                     *(f"mlxstory/{stage}/__init__.py" for stage in stages),
+                     *(f"mlxstory/{p}" for p in presets),
+                     "mlxstory/tui/__init__.py", "mlxstory/benchmarks/__init__.py"):
         assert required in names, f"{required} missing from {wheel.name}"
     assert not any(name.startswith(("tui/", "benchmarks/", "tests/")) for name in names)
 
@@ -65,5 +68,5 @@ def test_built_wheel_ships_tui_benchmarks_and_presets(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(target)}
     tui_file, bench_file = run([sys.executable, "-c", IMPORT], cwd=tmp_path, env=env).split()
     assert Path(tui_file).is_relative_to(target) and Path(bench_file).is_relative_to(target)
-    check = "from mlxstory.config import load_preset; print(load_preset('seed')[0].vocab_size)"
+    check = "from mlxstory.formats.config import load_preset; print(load_preset('seed')[0].vocab_size)"
     assert run([sys.executable, "-c", check], cwd=tmp_path, env=env).strip() == "2048"

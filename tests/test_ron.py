@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from ron_values import same
 
-from mlxstory import ron
-from mlxstory.config import ModelConfig, TrainConfig, load_config, preset_path, save_config
 from mlxstory.errors import MlxstoryError
+from mlxstory.formats import ron
+from mlxstory.formats.config import ModelConfig, TrainConfig, load_config, preset_path, save_config
 
 # The two files from gpt-rs, verbatim as quoted in the project brief.
 ORIGINAL_MODEL = """(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mlxstory.errors import MlxstoryError
-from mlxstory.sampling import apply_top_k, apply_top_p, make_sampler
+from mlxstory.generation.sampling import apply_top_k, apply_top_p, make_sampler
 
 NEG = -math.inf
 

@@ -12,9 +12,9 @@ import pytest
 from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
-from mlxstory import sources
+from mlxstory.data import sources
+from mlxstory.data.sources import load_default_texts, load_texts
 from mlxstory.errors import DataError
-from mlxstory.sources import load_default_texts, load_texts
 
 # The HTTP client huggingface_hub is built on (requests in old releases, httpx in new ones) and its
 # "cannot connect" exception, so the test raises exactly what an offline machine raises.

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mlxstory.data.sources import SourceTexts
+from mlxstory.data.token_store import TokenStore, build_token_store, split_indices
+from mlxstory.data.tokenizer import Tokenizer
 from mlxstory.errors import DataError
-from mlxstory.sources import SourceTexts
-from mlxstory.token_store import TokenStore, build_token_store, split_indices
-from mlxstory.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mlxstory.data.tokenizer import EOT, UNK, Tokenizer, UnknownCharWarning, split_pattern
 from mlxstory.errors import TokenizerError
-from mlxstory.tokenizer import EOT, UNK, Tokenizer, UnknownCharWarning, split_pattern
 
 
 def naive_train(texts: list[str], vocab_size: int, do_not_merge: str = '\n"', n_special: int = 2):

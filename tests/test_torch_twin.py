@@ -13,10 +13,10 @@ import torch
 from mlx.utils import tree_flatten
 from mlxstory.benchmarks import torch_twin
 
-from mlxstory.config import ModelConfig, TrainConfig
+from mlxstory.formats.config import ModelConfig, TrainConfig
 from mlxstory.model import GPT, loss_fn
-from mlxstory.optimizer import AdamW
-from mlxstory.train import make_train_step
+from mlxstory.training.optimizer import AdamW
+from mlxstory.training.train import make_train_step
 
 CONFIG = ModelConfig(vocab_size=96, embedding_size=32, context_length=16, head_count=4, block_count=2,
                      embedding_dropout=0.0, attention_dropout=0.0, feed_forward_dropout=0.0,

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from mlxstory.checkpoint import load_model, read_latest
-from mlxstory.config import ModelConfig, TrainConfig, load_preset
-from mlxstory.events import CheckpointSaved, EvalCompleted, RunFinished, RunStarted, StepCompleted
-from mlxstory.metrics_log import read_metrics
-from mlxstory.run_dir import create_run
-from mlxstory.sources import SourceTexts
-from mlxstory.train import TrainingControl, train
+from mlxstory.data.sources import SourceTexts
+from mlxstory.formats.config import ModelConfig, TrainConfig, load_preset
+from mlxstory.training.checkpoint import load_model, read_latest
+from mlxstory.training.events import CheckpointSaved, EvalCompleted, RunFinished, RunStarted, StepCompleted
+from mlxstory.training.metrics_log import read_metrics
+from mlxstory.training.run_dir import create_run
+from mlxstory.training.train import TrainingControl, train
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from mlxstory.console import ConsolePrinter, format_duration
-from mlxstory.events import (
+from mlxstory.training.console import ConsolePrinter, format_duration
+from mlxstory.training.events import (
     CheckpointSaved,
     EvalCompleted,
     RunFinished,
@@ -17,7 +17,7 @@ from mlxstory.events import (
     StepCompleted,
     Warning,
 )
-from mlxstory.metrics_log import MetricsLog, current_history, read_metrics
+from mlxstory.training.metrics_log import MetricsLog, current_history, read_metrics
 
 
 def start(start_step: int = 0, total: int = 100) -> RunStarted:

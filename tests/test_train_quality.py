@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlxstory.config import load_preset
-from mlxstory.events import EvalCompleted, StepCompleted
-from mlxstory.run_dir import create_run
-from mlxstory.sources import load_texts
-from mlxstory.token_store import TokenStore
-from mlxstory.train import train
+from mlxstory.data.sources import load_texts
+from mlxstory.data.token_store import TokenStore
+from mlxstory.formats.config import load_preset
+from mlxstory.training.events import EvalCompleted, StepCompleted
+from mlxstory.training.run_dir import create_run
+from mlxstory.training.train import train
 
 
 def unigram_entropy(tokens: np.ndarray) -> float:

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 import mlxstory  # noqa: F401  (CPU speedups before anything imports mlx)
 from mlxstory.cli import app as cli_app
-from mlxstory.events import (
+from mlxstory.training.events import (
     CheckpointSaved,
     EvalCompleted,
     Event,

@@ -9,7 +9,7 @@ from mlxstory.tui.follow import MetricsFollower
 from mlxstory.tui.state import DashboardState, downsample
 
 import mlxstory  # noqa: F401  (CPU speedups before anything imports mlx)
-from mlxstory.events import CheckpointSaved, EvalCompleted, RunFinished, RunStarted, StepCompleted
+from mlxstory.training.events import CheckpointSaved, EvalCompleted, RunFinished, RunStarted, StepCompleted
 
 
 def start(start_step: int = 0, total: int = 100) -> RunStarted:

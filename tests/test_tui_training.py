@@ -14,13 +14,13 @@ from mlxstory.tui.widgets import CheckpointsPanel, GenerationPane, LogPane, Prog
 from test_tui import rendered, run_async, settle, wait_until
 
 import mlxstory  # noqa: F401  (CPU speedups before mlx)
-from mlxstory.checkpoint import read_latest
-from mlxstory.config import load_preset
+from mlxstory.data.sources import SourceTexts
 from mlxstory.errors import MlxstoryError
-from mlxstory.events import RunFinished
-from mlxstory.run_dir import create_run
-from mlxstory.sources import SourceTexts
-from mlxstory.train import train
+from mlxstory.formats.config import load_preset
+from mlxstory.training.checkpoint import read_latest
+from mlxstory.training.events import RunFinished
+from mlxstory.training.run_dir import create_run
+from mlxstory.training.train import train
 
 PROMPT = "Once upon a time"
 
@@ -105,7 +105,7 @@ async def test_live_training_steps_samples_saves_and_quits(tmp_path: Path, token
 async def test_a_training_error_shows_in_the_ui_with_the_run_saved(
     tmp_path: Path, token_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mlxstory.train as trainer
+    import mlxstory.training.train as trainer
 
     real_save = trainer.save_checkpoint
     calls = []
@@ -137,7 +137,7 @@ async def test_a_training_error_shows_in_the_ui_with_the_run_saved(
 def test_run_training_dashboard_reports_a_failure_as_one_line(
     tmp_path: Path, token_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mlxstory.train as trainer
+    import mlxstory.training.train as trainer
 
     def broken_step(*args, **kwargs):
         raise RuntimeError("kernel exploded")

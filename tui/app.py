@@ -22,7 +22,7 @@ from textual.widgets import Footer
 from textual.worker import get_current_worker
 
 from mlxstory.errors import MlxstoryError
-from mlxstory.events import Event, RunFinished, SampleGenerated
+from mlxstory.training.events import Event, RunFinished, SampleGenerated
 
 from .sources import (
     SAMPLE_MAX_TOKENS,
@@ -300,7 +300,7 @@ def run_training_dashboard(
 ) -> RunFinished | None:
     """`mlxstory train` in a terminal: train the run in `run_dir` (made by `create_run`) in the dashboard.
 
-    `train_options` (resume, device, group, keep_checkpoints) go to `mlxstory.train.train`, which runs
+    `train_options` (resume, device, group, keep_checkpoints) go to `training.train.train`, which runs
     in the app's worker thread. Returns the run's final `RunFinished` (None if the user closed the app
     before training started). After the app closes, one line on stderr says where the run is saved
     and how to continue it. If training raised, that is re-raised as a one-line `MlxstoryError`

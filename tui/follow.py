@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlxstory.events import Event
-from mlxstory.metrics_log import parse_line
+from mlxstory.training.events import Event
+from mlxstory.training.metrics_log import parse_line
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """A live training run as a dashboard source: the trainer's generator, iterated in the app's worker.
 
-`mlxstory.train.train` builds the model, optimizer and data when first iterated, so iterating it
+`mlxstory.training.train.train` builds the model, optimizer and data when first iterated, so iterating it
 here puts every MLX array on the worker thread. Keys reach the trainer through its
 `TrainingControl`; samples are streamed on the same thread, between steps, from the checkpoint the
 trainer has just written — at every eval, and on `g` (which asks for a save first) — so they show
@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mlxstory.events import CheckpointSaved, StepCompleted, Warning
-from mlxstory.train import TrainingControl
+from mlxstory.training.events import CheckpointSaved, StepCompleted, Warning
+from mlxstory.training.train import TrainingControl
 
 from .sources import SAMPLE_MAX_TOKENS, Cancelled, Item, sample_checkpoint
 
@@ -66,8 +66,8 @@ class TrainingSource:
     # Run in the source worker thread -------------------------------------------------------------
 
     def events(self, cancelled: Cancelled) -> Iterator[Item]:
-        from mlxstory.metrics_log import METRICS_FILE, read_metrics
-        from mlxstory.train import train
+        from mlxstory.training.metrics_log import METRICS_FILE, read_metrics
+        from mlxstory.training.train import train
 
         if self.train_options.get("resume") and (self.run_dir / METRICS_FILE).exists():
             # The run so far, so the chart and checkpoints continue rather than start empty.

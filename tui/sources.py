@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mlxstory.errors import MlxstoryError
-from mlxstory.events import Event, RunFinished, Warning
+from mlxstory.training.events import Event, RunFinished, Warning
 
 from .follow import MetricsFollower
 
@@ -47,7 +47,7 @@ def stream_sample(
     max_tokens: int = SAMPLE_MAX_TOKENS, temperature: float = SAMPLE_TEMPERATURE,
 ) -> Iterator[SampleItem]:
     """A story from `model` via the same generator as `mlxstory generate`, piece by piece."""
-    from mlxstory.generate import stream_generate
+    from mlxstory.generation.generate import stream_generate
 
     yield SampleStarted(title, prompt)
     yield SamplePiece(prompt)
@@ -70,7 +70,7 @@ def sample_checkpoint(
     path: Path, prompt: str, *, title: str | None, cancelled: Cancelled, max_tokens: int = SAMPLE_MAX_TOKENS
 ) -> Iterator[Item]:
     """Load a checkpoint (a run's latest, or one file) in this thread and stream a sample from it."""
-    from mlxstory.checkpoint import load_model
+    from mlxstory.training.checkpoint import load_model
 
     try:
         loaded = load_model(path)

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlxstory.events import (
+from mlxstory.training.events import (
     CheckpointSaved,
     EvalCompleted,
     Event,

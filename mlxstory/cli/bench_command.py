@@ -24,7 +24,7 @@ def bench_command(
 ) -> None:
     """Training step (forward+backward+AdamW) and KV-cached generation tokens/s, MLX beside PyTorch,
     each on its best device, interleaved in one run. Progress on stderr. Needs the `bench` extra."""
-    from mlxstory.config import PRESETS
+    from mlxstory.formats.config import PRESETS
 
     chosen = [p.strip() for p in presets.split(",") if p.strip()]
     unknown = [p for p in chosen if p not in PRESETS]

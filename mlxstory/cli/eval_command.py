@@ -19,14 +19,14 @@ def same_tokenizer(a: Any, b: Any) -> bool:
 
 def evaluation_data(loaded: Any, source: Any) -> tuple[Any, int, str]:
     """(tokens, bytes, description): every story of `source` (SourceTexts), else the run's val split."""
-    from mlxstory.evaluate import encode_texts
+    from mlxstory.generation.evaluate import encode_texts
 
     if source is not None:
         tokens, byte_count = encode_texts(source.texts, loaded.tokenizer)
         return tokens, byte_count, f"{source.name} ({len(source.texts):,} stories)"
 
-    from mlxstory.run_dir import open_run
-    from mlxstory.token_store import TokenStore
+    from mlxstory.data.token_store import TokenStore
+    from mlxstory.training.run_dir import open_run
 
     run = open_run(loaded.run_dir)
     store = TokenStore.open(run.data_path)
@@ -57,8 +57,8 @@ def eval_command(
     Bits per byte = total loss / UTF-8 bytes of the text, so runs with other vocabularies compare.
     """
     from mlxstory.cli.tokenize_command import progress_bars
-    from mlxstory.evaluate import evaluate
-    from mlxstory.sources import load_texts
+    from mlxstory.data.sources import load_texts
+    from mlxstory.generation.evaluate import evaluate
 
     source = load_texts(data) if data is not None else None  # a bad --data fails before loading a model
     loaded = load_for_cli(run, checkpoint)

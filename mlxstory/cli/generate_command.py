@@ -32,7 +32,7 @@ CheckpointOption = Annotated[
 
 def load_for_cli(run: Path | None, checkpoint: Path | None) -> Any:
     """The `LoadedModel` that --run or --checkpoint names (exactly one of them), reported on stderr."""
-    from mlxstory.checkpoint import load_model
+    from mlxstory.training.checkpoint import load_model
 
     if (run is None) == (checkpoint is None):
         raise MlxstoryError("give exactly one of --run DIR or --checkpoint FILE")
@@ -109,8 +109,8 @@ def generate_command(
 
     Prompt characters the tokenizer has never seen become <|unk|>, with a warning on stderr.
     """
-    from mlxstory.generate import random_seed, stream_generate
-    from mlxstory.sampling import make_sampler
+    from mlxstory.generation.generate import random_seed, stream_generate
+    from mlxstory.generation.sampling import make_sampler
 
     if num_samples < 1:
         raise MlxstoryError(f"--num-samples must be at least 1, got {num_samples}")

@@ -71,14 +71,14 @@ def tokenize(
     Writes tokenizer.ron, tokens.bin, stories.npy and manifest.json; the split is by story, seeded.
     A gpt-rs dataset file (`.ron`) as SOURCE keeps its own tokenizer instead of training one.
     """
-    from mlxstory.sources import SourceTexts, load_texts
-    from mlxstory.token_store import TokenStore, build_token_store, check_val_fraction
+    from mlxstory.data.sources import SourceTexts, load_texts
+    from mlxstory.data.token_store import TokenStore, build_token_store, check_val_fraction
 
     start = time.perf_counter()
     check_val_fraction(val_fraction)
     with progress_bars() as bar:
         if data.endswith(".ron"):
-            from mlxstory.gptrs_dataset import read_gptrs_dataset
+            from mlxstory.data.gptrs_dataset import read_gptrs_dataset
 
             dataset = read_gptrs_dataset(data)
             texts = [dataset.tokenizer.decode(story) for story in dataset.stories]
@@ -94,7 +94,7 @@ def tokenize(
             )
     typer.echo(f"wrote {store.summary()} in {time.perf_counter() - start:.1f} s", err=True)
     if gptrs_out is not None:
-        from mlxstory.gptrs_dataset import write_gptrs_dataset
+        from mlxstory.data.gptrs_dataset import write_gptrs_dataset
 
         stories = store.tokenizer.encode_batch(source.texts, on_unknown="ignore")
         write_gptrs_dataset(gptrs_out, store.tokenizer, stories)

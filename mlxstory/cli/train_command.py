@@ -12,8 +12,8 @@ from typing import Annotated, Any
 import typer
 
 from mlxstory.cli.app import app
-from mlxstory.config import DEFAULT_PRESET, PRESETS
 from mlxstory.errors import MlxstoryError
+from mlxstory.formats.config import DEFAULT_PRESET, PRESETS
 
 RESUME_CONFLICTS = ("--data", "--preset", "--config", "--train-config", "--out", "--batch-size", "--seed")
 
@@ -45,7 +45,7 @@ def overrides(**values: Any) -> dict[str, Any]:
 
 def choose_data(data: str | None) -> dict[str, Any]:
     """`create_run` keyword for the data: a token store folder, or the texts of a source."""
-    from mlxstory import sources
+    from mlxstory.data import sources
 
     if data is None:
         return {"texts": sources.load_default_texts()}
@@ -59,8 +59,8 @@ def prepare_new_run(
     fields: dict[str, Any], world_size: int = 1,
 ) -> Path:
     from mlxstory.cli.tokenize_command import progress_bars
-    from mlxstory.config import ModelConfig, TrainConfig, load_config, load_preset
-    from mlxstory.run_dir import check_new_run_path, create_run, default_run_path
+    from mlxstory.formats.config import ModelConfig, TrainConfig, load_config, load_preset
+    from mlxstory.training.run_dir import check_new_run_path, create_run, default_run_path
 
     model_config, train_settings = load_preset(preset)
     if config is not None:
@@ -84,7 +84,7 @@ def prepare_new_run(
 def reopen_run(resume: Path, fields: dict[str, Any]) -> Path:
     """Check a run being resumed and the --iterations / --lr / --eval-interval given for it; `train()`
     records them in its train.ron once the checkpoint has loaded."""
-    from mlxstory.run_dir import open_run
+    from mlxstory.training.run_dir import open_run
 
     run = open_run(resume)
     replace(run.train_config, **fields).validate()
@@ -97,9 +97,9 @@ def train_with_console(run: Path, *, resume: bool, device: str | None, group: An
     step and saves, a second one aborts."""
     from contextlib import nullcontext
 
-    from mlxstory.console import ConsolePrinter
-    from mlxstory.events import RunFinished
-    from mlxstory.train import TrainingControl, train
+    from mlxstory.training.console import ConsolePrinter
+    from mlxstory.training.events import RunFinished
+    from mlxstory.training.train import TrainingControl, train
 
     control = TrainingControl()
 
@@ -205,7 +205,13 @@ def train_command(
             raise MlxstoryError(f"{', '.join(clashing)} cannot be combined with --resume: a resumed run "
                                 "keeps its data, model and batches; only --iterations, --lr, --eval-interval "
                                 "and --device may change")
-    from mlxstory.distributed import init_group, peer_errors, prepared_by_rank0, rank_of, world_size_of
+    from mlxstory.training.distributed import (
+        init_group,
+        peer_errors,
+        prepared_by_rank0,
+        rank_of,
+        world_size_of,
+    )
 
     group = init_group()  # None unless started by mlx.launch (or mpirun)
     with peer_errors(group, "nothing was trained yet; start the group again"):

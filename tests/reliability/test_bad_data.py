@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mlxstory.config import ModelConfig, save_config
-from mlxstory.token_store import TokenStore, split_indices
+from mlxstory.data.token_store import TokenStore, split_indices
+from mlxstory.formats.config import ModelConfig, save_config
 
 from .faults import assert_one_error_line, cli, fault
 

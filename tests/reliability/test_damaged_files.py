@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlxstory.checkpoint import read_latest
+from mlxstory.training.checkpoint import read_latest
 
 from .faults import assert_one_error_line, cli, fault, snapshot
 
@@ -49,7 +49,7 @@ def change_model_ron(run: Path, old: str, new: str) -> None:
 
 
 def other_tokenizer(run: Path) -> None:
-    from mlxstory.tokenizer import Tokenizer
+    from mlxstory.data.tokenizer import Tokenizer
 
     texts = ["Once upon a time there was a cat.", "The dog ran to the park and played."] * 20
     Tokenizer.train(texts, vocab_size=40).save(run / "tokenizer.ron")

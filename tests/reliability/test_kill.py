@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from mlxstory.checkpoint import load_model, read_latest
-from mlxstory.events import StepCompleted
-from mlxstory.metrics_log import METRICS_FILE, current_history, read_metrics
-from mlxstory.run_dir import RUN_FILE
+from mlxstory.training.checkpoint import load_model, read_latest
+from mlxstory.training.events import StepCompleted
+from mlxstory.training.metrics_log import METRICS_FILE, current_history, read_metrics
+from mlxstory.training.run_dir import RUN_FILE
 
 from .faults import assert_one_error_line, cli, fault, mlxstory_command, run_mlxstory, subprocess_env
 

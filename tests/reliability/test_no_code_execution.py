@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlxstory.checkpoint import read_latest
+from mlxstory.training.checkpoint import read_latest
 
 from .faults import assert_one_error_line, cli, fault
 

@@ -13,9 +13,9 @@ import mlxstory  # noqa: F401  isort: skip  (loads MKL before mlx.core)
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from mlxstory.checkpoint import load_model, read_latest
-from mlxstory.events import EvalCompleted, RunFinished, StepCompleted
-from mlxstory.metrics_log import METRICS_FILE, read_metrics
+from mlxstory.training.checkpoint import load_model, read_latest
+from mlxstory.training.events import EvalCompleted, RunFinished, StepCompleted
+from mlxstory.training.metrics_log import METRICS_FILE, read_metrics
 
 from .faults import assert_one_error_line, cli, fault, snapshot
 

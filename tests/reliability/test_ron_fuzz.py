@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ron_values import same
 
-from mlxstory import ron
-from mlxstory.config import preset_path
+from mlxstory.formats import ron
+from mlxstory.formats.config import preset_path
 
 EXAMPLES = 400
 FUZZ = settings(max_examples=EXAMPLES, deadline=timedelta(seconds=2),

@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlxstory import ron
+from mlxstory.data.tokenizer import Tokenizer, read_ron_file
 from mlxstory.errors import TokenizerError
-from mlxstory.tokenizer import Tokenizer, read_ron_file
+from mlxstory.formats import ron
 
 FIELDS = ("char_to_id", "id_to_char", "mergings", "encoded_data")
 

@@ -268,7 +268,7 @@ class Tokenizer:
 
     def to_ron_value(self) -> dict:
         """Everything needed to rebuild this tokenizer, as a RON value (see `save`)."""
-        from mlxstory import ron
+        from mlxstory.formats import ron
 
         return ron.Struct({
             "format_version": FORMAT_VERSION,
@@ -281,7 +281,7 @@ class Tokenizer:
 
     def save(self, path: str | Path) -> None:
         """Write `tokenizer.ron` (format version, alphabet, merges, special ids, split rules)."""
-        from mlxstory import ron
+        from mlxstory.formats import ron
 
         ron.dump(self.to_ron_value(), path, pretty=True)
 
@@ -323,7 +323,7 @@ class Tokenizer:
 
 def read_ron_file(path: str | Path, what: str) -> Any:
     """`ron.load` whose failures are one-line TokenizerErrors: parse errors as path:line:col."""
-    from mlxstory import ron
+    from mlxstory.formats import ron
 
     try:
         return ron.load(path)

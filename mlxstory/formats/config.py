@@ -12,10 +12,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mlxstory import ron
 from mlxstory.errors import MlxstoryError
+from mlxstory.formats import ron
 
-# name -> (model file, train file or None for TrainConfig's defaults), all in mlxstory/presets.
+# name -> (model file, train file or None for TrainConfig's defaults), all in mlxstory/formats/presets.
 PRESET_FILES: dict[str, tuple[str, str | None]] = {
     "tiny": ("tiny.model.ron", "tiny.train.ron"),  # minutes on a laptop CPU; tests and demos
     "small": ("seed.model.ron", None),  # the original's model, 2,000 steps of the default recipe
@@ -156,8 +156,8 @@ def load_preset(name: str) -> tuple[ModelConfig, TrainConfig]:
 
 
 def preset_path(filename: str) -> Path:
-    """Path of a file shipped in mlxstory/presets (e.g. the original's `original.train.ron`)."""
-    return Path(str(resources.files("mlxstory") / "presets" / filename))
+    """Path of a file shipped in mlxstory/formats/presets (e.g. the original's `original.train.ron`)."""
+    return Path(str(resources.files("mlxstory.formats") / "presets" / filename))
 
 
 @dataclass

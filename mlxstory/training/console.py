@@ -12,7 +12,7 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from mlxstory.events import (
+from mlxstory.training.events import (
     CheckpointSaved,
     EvalCompleted,
     Event,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlxstory.events import EvalCompleted, Event, RunStarted, StepCompleted, event_from_dict
+from mlxstory.training.events import EvalCompleted, Event, RunStarted, StepCompleted, event_from_dict
 
 METRICS_FILE = "metrics.jsonl"
 

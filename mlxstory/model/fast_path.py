@@ -28,7 +28,7 @@ import mlx.nn as nn
 from mlx.utils import tree_map
 
 from mlxstory import cpu_speedups
-from mlxstory.model import GPT, loss_fn
+from mlxstory.model.gpt import GPT, loss_fn
 
 _GOLDEN = 0x9E3779B9
 

@@ -14,7 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map, tree_map_with_path, tree_reduce
 
-from mlxstory.checkpoint import check_arrays
+from mlxstory.training.checkpoint import check_arrays
 
 
 def learning_rate_at(step: int, *, peak: float, minimum: float, warmup: int, total: int) -> float:

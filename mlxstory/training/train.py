@@ -27,18 +27,20 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_map
 
-from mlxstory.batches import BatchSampler, fixed_batches
-from mlxstory.checkpoint import (
+from mlxstory.data.batches import BatchSampler, fixed_batches
+from mlxstory.errors import MlxstoryError
+from mlxstory.formats.config import TrainConfig
+from mlxstory.model.fast_path import training_value_and_grad
+from mlxstory.model.gpt import GPT, loss_fn
+from mlxstory.training.checkpoint import (
     TrainerState,
     check_weights,
     load_trainer_checkpoint,
     read_latest,
     save_checkpoint,
 )
-from mlxstory.config import TrainConfig
-from mlxstory.distributed import any_rank, group_mean
-from mlxstory.errors import MlxstoryError
-from mlxstory.events import (
+from mlxstory.training.distributed import any_rank, group_mean
+from mlxstory.training.events import (
     CheckpointSaved,
     EvalCompleted,
     Event,
@@ -47,11 +49,9 @@ from mlxstory.events import (
     StepCompleted,
     Warning,
 )
-from mlxstory.fast_path import training_value_and_grad
-from mlxstory.metrics_log import METRICS_FILE, MetricsLog
-from mlxstory.model import GPT, loss_fn
-from mlxstory.optimizer import AdamW, clip_by_global_norm, learning_rate_at
-from mlxstory.run_dir import Run, open_run
+from mlxstory.training.metrics_log import METRICS_FILE, MetricsLog
+from mlxstory.training.optimizer import AdamW, clip_by_global_norm, learning_rate_at
+from mlxstory.training.run_dir import Run, open_run
 
 # Stream ids mixed into the seed: training batches, and the fixed train / val evaluation windows.
 TRAIN_STREAM, EVAL_TRAIN_STREAM, EVAL_VAL_STREAM, DROPOUT_STREAM = 0, 1, 2, 3
@@ -189,7 +189,7 @@ def train(
     pause and save-now requests arrive through `control`. Ends with a `RunFinished` whose reason is
     "completed", "interrupted" or "diverged" (non-finite loss: the last good checkpoint is kept).
     """
-    from mlxstory.token_store import TokenStore
+    from mlxstory.data.token_store import TokenStore
 
     run = open_run(run_dir)
     control = control or TrainingControl()
@@ -363,7 +363,7 @@ def _diverged(emit, step: int, detail: str, last_checkpoint: str | None, run_pat
 def _check_store_tokenizer(run: Run, store_tokenizer: Any) -> None:
     """A resumed run's token store must hold ids of the run's own tokenizer: a store re-made with another
     one feeds re-mapped or out-of-range ids, which otherwise shows up as a misleading NaN "divergence"."""
-    from mlxstory.tokenizer import Tokenizer
+    from mlxstory.data.tokenizer import Tokenizer
 
     ours = Tokenizer.load(run.path / "tokenizer.ron")
     if ours.vocab_size != run.model_config.vocab_size:

@@ -27,8 +27,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from mlxstory.config import ConfigError, ModelConfig, load_config
 from mlxstory.errors import CheckpointError
+from mlxstory.formats.config import ConfigError, ModelConfig, load_config
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest.json"
@@ -83,8 +83,8 @@ class CheckpointFiles:
 class LoadedModel:
     """A model ready for inference (eval mode), with the tokenizer and config it was trained with."""
 
-    model: Any  # mlxstory.model.GPT
-    tokenizer: Any  # mlxstory.tokenizer.Tokenizer
+    model: Any  # mlxstory.model.gpt.GPT
+    tokenizer: Any  # mlxstory.data.tokenizer.Tokenizer
     model_config: ModelConfig
     checkpoint_path: Path
     step: int
@@ -267,8 +267,8 @@ def _run_dir_of(weights: Path) -> Path:
 
 def load_model(path: str | Path) -> LoadedModel:
     """Load a run's latest checkpoint (path = run dir) or one checkpoint file, ready to generate."""
-    from mlxstory.model import GPT
-    from mlxstory.tokenizer import Tokenizer
+    from mlxstory.data.tokenizer import Tokenizer
+    from mlxstory.model.gpt import GPT
 
     path = Path(path)
     if path.is_dir():

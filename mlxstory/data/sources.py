@@ -143,7 +143,7 @@ def _tinystories_path() -> Path:
 
 
 def _demo_texts() -> SourceTexts:
-    from mlxstory.demo_corpus import DEFAULT_COUNT, DEFAULT_SEED, generate_stories
+    from mlxstory.data.demo_corpus import DEFAULT_COUNT, DEFAULT_SEED, generate_stories
 
     texts = generate_stories(DEFAULT_COUNT, seed=DEFAULT_SEED)
     description = f"{DEMO_NAME}: {len(texts):,} generated stories (built-in corpus, seed {DEFAULT_SEED})"

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from mlxstory import __version__
-from mlxstory.config import ModelConfig, TrainConfig, load_config, save_config
 from mlxstory.errors import MlxstoryError
+from mlxstory.formats.config import ModelConfig, TrainConfig, load_config, save_config
 
 RUN_FILE = "run.json"
 DATA_DIR = "data"
@@ -92,8 +92,8 @@ def create_run(
 
     On failure the half-made directory is removed again, so the same command can simply be retried.
     """
-    from mlxstory.batches import check_stream
-    from mlxstory.token_store import TokenStore, build_token_store
+    from mlxstory.data.batches import check_stream
+    from mlxstory.data.token_store import TokenStore, build_token_store
 
     path = Path(path)
     check_new_run_path(path)

@@ -137,8 +137,8 @@ def prepared_by_rank0(prepare: Callable[[], Path], group: Any) -> Path:
 def run_files(path: Path) -> list[str]:
     """What `train()` reads from a run: configs, tokenizer, the token store and the latest checkpoint,
     as paths relative to the run directory (absolute for a token store outside it)."""
-    from mlxstory.checkpoint import CHECKPOINT_DIR, LATEST, read_latest
-    from mlxstory.run_dir import RUN_FILE, open_run
+    from mlxstory.training.checkpoint import CHECKPOINT_DIR, LATEST, read_latest
+    from mlxstory.training.run_dir import RUN_FILE, open_run
 
     run = open_run(path)
     names = [RUN_FILE, "model.ron", "train.ron", "tokenizer.ron"]
@@ -163,7 +163,7 @@ def share_run(path: Path, group: Any) -> None:
 
     import mlx.core as mx
 
-    from mlxstory.checkpoint import read_latest
+    from mlxstory.training.checkpoint import read_latest
 
     def fingerprint(name: str) -> list:
         file = path / name

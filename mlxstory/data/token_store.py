@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mlxstory.data.sources import SourceTexts
+from mlxstory.data.tokenizer import Tokenizer
 from mlxstory.errors import DataError
-from mlxstory.sources import SourceTexts
-from mlxstory.tokenizer import Tokenizer
 
 FORMAT = "mlxstory-token-store"
 FORMAT_VERSION = 1

@@ -15,7 +15,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map_with_path
 
-from mlxstory.config import ModelConfig
+from mlxstory.formats.config import ModelConfig
 
 
 def causal_mask(length: int) -> mx.array:

@@ -24,10 +24,10 @@ from typing import Any, Literal
 
 import mlx.core as mx
 
-from mlxstory import folded_decoder
 from mlxstory.errors import MlxstoryError
-from mlxstory.fast_path import blas_threads
-from mlxstory.sampling import Sampler, greedy, make_sampler
+from mlxstory.generation.sampling import Sampler, greedy, make_sampler
+from mlxstory.model import folded_decoder
+from mlxstory.model.fast_path import blas_threads
 
 DecodeMode = Literal["cached", "recompute"]
 FinishReason = Literal["stop", "length"]

@@ -1,0 +1,4 @@
+"""Data: story sources → BPE tokenizer → token store → training windows.
+
+Nothing here imports MLX except `batches` (which hands windows to the model as arrays).
+"""
