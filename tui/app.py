@@ -296,12 +296,14 @@ def run_training_dashboard(
     control: Any = None,
     prompt: str = DEFAULT_PROMPT,
     sample_tokens: int = SAMPLE_MAX_TOKENS,
+    consumer: Any = None,
     **train_options: Any,
 ) -> RunFinished | None:
     """`mlxstory train` in a terminal: train the run in `run_dir` (made by `create_run`) in the dashboard.
 
     `train_options` (resume, device, group, keep_checkpoints) go to `training.train.train`, which runs
-    in the app's worker thread. Returns the run's final `RunFinished` (None if the user closed the app
+    in the app's worker thread; `consumer` (the `--report-to` trackers) gets every event and eval sample
+    there too. Returns the run's final `RunFinished` (None if the user closed the app
     before training started). After the app closes, one line on stderr says where the run is saved
     and how to continue it. If training raised, that is re-raised as a one-line `MlxstoryError`
     naming the last checkpoint, after the screen is restored.
@@ -309,7 +311,7 @@ def run_training_dashboard(
     from .live import TrainingSource
 
     source = TrainingSource(run_dir, control=control, sample_tokens=sample_tokens,
-                            train_options=train_options)
+                            train_options=train_options, consumer=consumer)
     app = DashboardApp(source, prompt=prompt)
     finished = app.run()
     if app.failure is not None:

@@ -5,18 +5,27 @@ here puts every MLX array on the worker thread. Keys reach the trainer through i
 `TrainingControl`; samples are streamed on the same thread, between steps, from the checkpoint the
 trainer has just written — at every eval, and on `g` (which asks for a save first) — so they show
 the current weights without a second thread touching MLX while training runs.
+
+Trackers (`--report-to`) get every event, and each finished eval sample as a `SampleGenerated`; a
+tracker's warning shows in the log pane.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from mlxstory.training.events import CheckpointSaved, StepCompleted, Warning
+from mlxstory.training.events import CheckpointSaved, Event, SampleGenerated, StepCompleted, Warning
 from mlxstory.training.train import TrainingControl
 
-from .sources import SAMPLE_MAX_TOKENS, Cancelled, Item, sample_checkpoint
+from .sources import SAMPLE_MAX_TOKENS, Cancelled, Item, SampleFinished, SamplePiece, sample_checkpoint
+
+
+class EventConsumer(Protocol):
+    """What the source feeds besides the screen (e.g. `mlxstory.training.trackers.Trackers`)."""
+
+    def handle(self, event: Event) -> list[str]: ...
 
 
 class TrainingSource:
@@ -30,8 +39,10 @@ class TrainingSource:
         sample_at_eval: bool = True,
         sample_tokens: int = SAMPLE_MAX_TOKENS,
         train_options: dict[str, Any] | None = None,
+        consumer: EventConsumer | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
+        self.consumer = consumer
         self.control = control or TrainingControl()
         self.sample_at_eval = sample_at_eval
         self.sample_tokens = sample_tokens
@@ -76,18 +87,26 @@ class TrainingSource:
         stream = train(self.run_dir, control=self.control, **self.train_options)
         try:
             for event in stream:
-                yield [event]
+                yield [event, *self._consume(event)]
                 if isinstance(event, StepCompleted):
                     self._last_step = event.step
                 elif isinstance(event, CheckpointSaved) and event.path not in (None, "None"):
                     self._latest = event
                     prompt = self._take_sample_request(at_eval=event.val_loss is not None)
                     if prompt is not None:
-                        yield from sample_checkpoint(
+                        pieces: list[str] = []
+                        for item in sample_checkpoint(
                             Path(event.path), prompt, title=f"sample · step {event.step}",
                             cancelled=lambda: cancelled() or self.control.stop_requested,
                             max_tokens=self.sample_tokens,
-                        )
+                        ):
+                            yield item
+                            if isinstance(item, SamplePiece):
+                                pieces.append(item.text)
+                            elif isinstance(item, SampleFinished) and pieces:
+                                sample = SampleGenerated(step=event.step, prompt=prompt, text="".join(pieces))
+                                if warnings := self._consume(sample):
+                                    yield warnings
                 if cancelled() and not self.control.stop_requested:
                     self.control.request_stop()  # the app is closing: let the trainer save first
         except BaseException as error:
@@ -95,6 +114,12 @@ class TrainingSource:
             raise
         finally:
             stream.close()
+
+    def _consume(self, event: Event) -> list[Warning]:
+        if self.consumer is None:
+            return []
+        step = getattr(event, "step", None)
+        return [Warning(message, step=step) for message in self.consumer.handle(event)]
 
     def _take_sample_request(self, at_eval: bool) -> str | None:
         prompt, self._sample_request = self._sample_request, None

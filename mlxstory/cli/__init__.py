@@ -15,6 +15,7 @@ from mlxstory.cli import info_command  # noqa: E402,F401  isort: skip
 from mlxstory.cli import tokenize_command  # noqa: E402,F401  isort: skip
 from mlxstory.cli import train_command  # noqa: E402,F401  isort: skip
 from mlxstory.cli import dashboard_command  # noqa: E402,F401  isort: skip
+from mlxstory.cli import report_command  # noqa: E402,F401  isort: skip
 from mlxstory.cli import generate_command  # noqa: E402,F401  isort: skip
 from mlxstory.cli import eval_command  # noqa: E402,F401  isort: skip
 from mlxstory.cli import bench_command  # noqa: E402,F401  isort: skip

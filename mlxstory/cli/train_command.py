@@ -92,14 +92,18 @@ def reopen_run(resume: Path, fields: dict[str, Any]) -> Path:
 
 
 def train_with_console(run: Path, *, resume: bool, device: str | None, group: Any = None,
-                       train_overrides: dict[str, Any] | None = None) -> Any:
+                       train_overrides: dict[str, Any] | None = None, trackers: Any = None) -> Any:
     """Console progress (rank 0 only: other ranks of a group are quiet); the first Ctrl-C finishes the
-    step and saves, a second one aborts."""
+    step and saves, a second one aborts. Trackers get each event, and a sample at each eval."""
     from contextlib import nullcontext
 
     from mlxstory.training.console import ConsolePrinter
-    from mlxstory.training.events import RunFinished
+    from mlxstory.training.events import RunFinished, Warning
+    from mlxstory.training.trackers import SampleWriter
     from mlxstory.training.train import TrainingControl, train
+
+    if trackers and trackers.samples is None:
+        trackers.samples = SampleWriter()  # the dashboard samples at each eval; here nothing else does
 
     control = TrainingControl()
 
@@ -119,6 +123,8 @@ def train_with_console(run: Path, *, resume: bool, device: str | None, group: An
                                overrides=train_overrides):
                 if printer is not None:
                     printer.handle(event)
+                for message in trackers.handle(event) if trackers else []:
+                    printer.handle(Warning(message, step=getattr(event, "step", None)))
                 if isinstance(event, RunFinished):
                     finished = event
     finally:
@@ -127,14 +133,26 @@ def train_with_console(run: Path, *, resume: bool, device: str | None, group: An
 
 
 def train_with_dashboard(run: Path, *, resume: bool, device: str | None, group: Any = None,
-                         train_overrides: dict[str, Any] | None = None) -> Any:
+                         train_overrides: dict[str, Any] | None = None, trackers: Any = None) -> Any:
     try:
         from mlxstory.tui.app import run_training_dashboard
     except ImportError as error:
         typer.echo(f"note: the dashboard is unavailable ({error}); showing console progress", err=True)
         return train_with_console(run, resume=resume, device=device, group=group,
-                                  train_overrides=train_overrides)
-    return run_training_dashboard(run, resume=resume, device=device, group=group, overrides=train_overrides)
+                                  train_overrides=train_overrides, trackers=trackers)
+    return run_training_dashboard(run, resume=resume, device=device, group=group, overrides=train_overrides,
+                                  consumer=trackers or None)
+
+
+def close_trackers(trackers: Any) -> None:
+    """Finish the trackers' files; say where they are (and what went wrong) on stderr."""
+    if not trackers:
+        return
+    notes, warnings = trackers.close()
+    for message in warnings:
+        typer.echo(f"warning: {message}", err=True)
+    for note in notes:
+        typer.echo(note, err=True)
 
 
 @app.command("train")
@@ -188,6 +206,12 @@ def train_command(
         typer.Option("--tui/--no-tui", show_default="--tui when stdout is a terminal",
                      help="Live dashboard, or plain progress on stderr."),
     ] = None,
+    report_to: Annotated[
+        str | None,
+        typer.Option("--report-to", metavar="tensorboard,wandb",
+                     help="Also log to TensorBoard (RUN/tensorboard) and/or Weights & Biases (RUN/wandb, "
+                     "offline unless WANDB_MODE is set); comma-separated."),
+    ] = None,
 ) -> None:
     """Train a story model: tokenize the data into a new run directory, then train with live progress.
 
@@ -197,6 +221,11 @@ def train_command(
                        seed=seed)
     if device is not None and device not in ("cpu", "gpu"):
         raise MlxstoryError(f"--device must be cpu or gpu, got {device!r}")
+    tracker_names: list[str] = []
+    if report_to is not None:
+        from mlxstory.training.trackers import parse_tracker_names
+
+        tracker_names = parse_tracker_names(report_to)  # before any data is read: fail fast
     if resume is not None:
         given = dict(zip(RESUME_CONFLICTS, (data, preset, config, train_config, out,
                                             batch_size, seed), strict=True))
@@ -224,9 +253,17 @@ def train_command(
 
     use_tui = rank_of(group) == 0 and (sys.stdout.isatty() if tui is None else tui)
     trainer = train_with_dashboard if use_tui else train_with_console
-    with peer_errors(group, f"the run keeps its last checkpoint; resume the group with --resume {run}"):
-        finished = trainer(run, resume=resume is not None, device=device, group=group,
-                           train_overrides=fields if resume is not None else None)
+    trackers = None
+    if tracker_names and rank_of(group) == 0:  # rank 0 reports for the group
+        from mlxstory.training.trackers import open_trackers
+
+        trackers = open_trackers(tracker_names, run)
+    try:
+        with peer_errors(group, f"the run keeps its last checkpoint; resume the group with --resume {run}"):
+            finished = trainer(run, resume=resume is not None, device=device, group=group,
+                               train_overrides=fields if resume is not None else None, trackers=trackers)
+    finally:
+        close_trackers(trackers)
     if rank_of(group) != 0:  # rank 0 reports for the group
         if finished is not None and finished.reason == "diverged":
             raise typer.Exit(1)
