@@ -118,7 +118,9 @@ class TensorBoardTracker:
         from tensorboardX.summary import hparams
 
         purge = event.start_step + 1 if self.purge_resumed and event.start_step else None
-        self.writer = SummaryWriter(logdir=str(self.log_dir), purge_step=purge, flush_secs=10)
+        # The file name has the time in seconds: the suffix keeps a quick resume from overwriting it.
+        self.writer = SummaryWriter(logdir=str(self.log_dir), purge_step=purge, flush_secs=10,
+                                    filename_suffix=f".{os.getpid()}.from-step-{event.start_step}")
         experiment, session_start, self._session_end = hparams(
             flat_hyperparameters(event), {"eval/val_loss": 0.0, "eval/train_loss": 0.0})
         self.writer.file_writer.add_summary(experiment)
