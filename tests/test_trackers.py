@@ -117,7 +117,8 @@ def test_report_to_both_logs_every_step_eval_sample_and_config(tmp_path: Path, s
 
 def test_report_converts_a_finished_runs_metrics(tiny_trained_run: Path, tmp_path: Path):
     out = tmp_path / "board"
-    result = CliRunner().invoke(app, ["report", str(tiny_trained_run), "--to", "tensorboard", "--out", str(out)])
+    report = ["report", str(tiny_trained_run), "--to", "tensorboard", "--out", str(out)]
+    result = CliRunner().invoke(app, report)
     assert result.exit_code == 0, result.output
     log = records(tiny_trained_run)
     board = read_tensorboard(out)
@@ -126,7 +127,7 @@ def test_report_converts_a_finished_runs_metrics(tiny_trained_run: Path, tmp_pat
     assert scalars(board, "eval/val_loss") == pytest.approx(
         {r["step"]: r["val_loss"] for r in log if r["event"] == "eval"}, rel=1e-6)
 
-    again = CliRunner().invoke(app, ["report", str(tiny_trained_run), "--to", "tensorboard", "--out", str(out)])
+    again = CliRunner().invoke(app, report)
     assert again.exit_code == 1 and again.stderr.startswith("error: ") and again.stderr.count("\n") == 1
     assert "already holds TensorBoard event files" in again.stderr
 
@@ -135,11 +136,13 @@ def test_a_missing_extra_is_one_error_line_before_any_work(tmp_path: Path, monke
     real = trackers_module.importlib.util.find_spec
     monkeypatch.setattr(trackers_module.importlib.util, "find_spec",
                         lambda name, *a: None if name == "wandb" else real(name, *a))
-    result = CliRunner().invoke(app, ["train", *FAST, "--out", str(tmp_path / "run"), "--report-to", "wandb"])
+    args = ["train", *FAST, "--out", str(tmp_path / "run"), "--report-to"]
+    result = CliRunner().invoke(app, [*args, "wandb"])
     assert result.exit_code == 1
-    assert result.stderr == 'error: --report-to wandb needs the wandb package: pip install "mlxstory[wandb]"\n'
+    assert result.stderr == ('error: --report-to wandb needs the wandb package: '
+                             'pip install "mlxstory[wandb]"\n')
     assert not (tmp_path / "run").exists()
-    result = CliRunner().invoke(app, ["train", *FAST, "--out", str(tmp_path / "run"), "--report-to", "mlflow"])
+    result = CliRunner().invoke(app, [*args, "mlflow"])
     assert result.exit_code == 1 and "--report-to takes tensorboard, wandb or both" in result.stderr
 
 
@@ -153,7 +156,8 @@ def test_a_tracker_that_fails_warns_once_and_training_completes(
     monkeypatch.setattr(TensorBoardTracker, "handle", broken)
     run = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "--data", str(sample_parquet), *FAST, "--iterations", "4",
-                                      "--eval-interval", "2", "--out", str(run), "--report-to", "tensorboard"])
+                                      "--eval-interval", "2", "--out", str(run),
+                                      "--report-to", "tensorboard"])
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert warnings == ["warning: tensorboard logging failed and is off for the rest of this run "
@@ -178,8 +182,9 @@ class Recorder:
 
 
 def start(step: int = 0) -> RunStarted:
-    return RunStarted(run_dir="r", preset="tiny", dataset="d", device="cpu", parameter_count=1, start_step=step,
-                      total_steps=4, tokens_per_step=8, model_config={"n": 1}, train_config={"betas": (0.9, 0.95)})
+    return RunStarted(run_dir="r", preset="tiny", dataset="d", device="cpu", parameter_count=1,
+                      start_step=step, total_steps=4, tokens_per_step=8, model_config={"n": 1},
+                      train_config={"betas": (0.9, 0.95)})
 
 
 def step(n: int, loss: float) -> StepCompleted:
@@ -208,7 +213,8 @@ def test_a_resumed_run_continues_its_tensorboard_curve(tmp_path: Path):
     resumed.close(RunFinished(4, "completed", None))
     board = read_tensorboard(tmp_path)
     # Step 3 once, with its value from after the resume: the killed attempt's step 3 is purged.
-    assert [(e.step, e.value) for e in board.Scalars("train/loss")] == [(1, 4.0), (2, 3.0), (3, 2.5), (4, 2.0)]
+    logged = [(e.step, e.value) for e in board.Scalars("train/loss")]
+    assert logged == [(1, 4.0), (2, 3.0), (3, 2.5), (4, 2.0)]
 
 
 def test_the_dashboard_feeds_trackers_its_eval_samples(tmp_path: Path, sample_texts: list[str]):
@@ -230,6 +236,6 @@ def test_the_dashboard_feeds_trackers_its_eval_samples(tmp_path: Path, sample_te
     shown = [event for item in items if isinstance(item, list) for event in item]
     # The sample reached the tracker (which failed on it): its one warning is in the dashboard's log.
     assert [e.message for e in shown if type(e).__name__ == "Warning"] == [
-        "recorder logging failed and is off for the rest of this run (RuntimeError: cannot reach the server); "
-        "training continues"]
+        "recorder logging failed and is off for the rest of this run "
+        "(RuntimeError: cannot reach the server); training continues"]
     assert [e.step for e in recorder.events if isinstance(e, StepCompleted)] == [1, 2]

@@ -1,4 +1,4 @@
-"""`mlxstory dashboard RUN --web` opened in a real headless Chromium (Debian's `chromium`, driven by playwright).
+"""`mlxstory dashboard RUN --web` in a real headless Chromium (Debian's `chromium`, driven by playwright).
 
 The browser draws the terminal on a canvas, so what it shows is checked on what it received (the
 websocket's terminal output) and kept as a screenshot: under the test's tmp folder always, and in
@@ -109,7 +109,7 @@ def test_the_browser_shows_the_runs_step_and_loss_and_samples_on_g(tiny_trained_
                 page.goto(url)
                 screen_shows(f"step {total}/{total}", f"val {last_eval['val_loss']:.3f}", "loss")
                 page.locator("#terminal").click()
-                page.keyboard.press("g")  # a story from the run's latest checkpoint, in this visitor's process
+                page.keyboard.press("g")  # a story from the latest checkpoint, in this visitor's process
                 screen_shows(f"sample · step {total}", " tokens · ")
                 page.wait_for_timeout(500)  # let the canvas catch up with the last frame
                 shot = tmp_path / "web-dashboard.png"
