@@ -45,6 +45,35 @@ def scalars(reader, tag: str) -> dict[int, float]:
     return {event.step: event.value for event in reader.Scalars(tag)}
 
 
+def tensorboard_scalars(log_dir: Path, tag: str, timeout: float = 60) -> list:
+    """[wall time, step, value] points of `tag`, as a running `tensorboard --logdir` serves them."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    board = Path(sys.executable).with_name("tensorboard")
+    command = [str(board), "--logdir", str(log_dir), "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?run=.&tag={tag}"
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    return json.loads(response.read())
+            except OSError:
+                time.sleep(0.3)
+        pytest.fail(f"tensorboard never served {url}")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
 def wandb_records(run_file: Path) -> list:
     """The records of a W&B transaction log (`run-ID.wandb`): a LevelDB-style log of `Record` protobufs,
     decoded with wandb's own message definitions."""
@@ -126,6 +155,10 @@ def test_report_converts_a_finished_runs_metrics(tiny_trained_run: Path, tmp_pat
         {r["step"]: r["loss"] for r in log if r["event"] == "step"}, rel=1e-6)
     assert scalars(board, "eval/val_loss") == pytest.approx(
         {r["step"]: r["val_loss"] for r in log if r["event"] == "eval"}, rel=1e-6)
+
+    # And TensorBoard itself serves those curves (its HTTP API is what its web page draws from).
+    served = {step: value for _, step, value in tensorboard_scalars(out, "eval/val_loss")}
+    assert served == pytest.approx({r["step"]: r["val_loss"] for r in log if r["event"] == "eval"}, rel=1e-6)
 
     again = CliRunner().invoke(app, report)
     assert again.exit_code == 1 and again.stderr.startswith("error: ") and again.stderr.count("\n") == 1
