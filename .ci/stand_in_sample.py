@@ -25,7 +25,8 @@ STORIES = 2450  # the real sample's size; tests/test_sources.py counts them
 def main(out: Path) -> None:
     if out.exists():
         sys.exit(f"error: {out} exists; the stand-in never replaces a real sample")
-    spec = importlib.util.spec_from_file_location("demo_corpus", REPO / "mlxstory" / "data" / "demo_corpus.py")
+    module_path = REPO / "mlxstory" / "data" / "demo_corpus.py"
+    spec = importlib.util.spec_from_file_location("demo_corpus", module_path)
     demo = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = demo  # dataclasses look their module up while the class is made
     spec.loader.exec_module(demo)

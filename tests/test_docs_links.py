@@ -31,7 +31,8 @@ def test_the_link_finder_sees_links_images_and_skips_urls() -> None:
 
 
 def _renderer():
-    spec = importlib.util.spec_from_file_location("render_dashboard", REPO / "docs/scripts/render_dashboard.py")
+    path = REPO / "docs" / "scripts" / "render_dashboard.py"
+    spec = importlib.util.spec_from_file_location("render_dashboard", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

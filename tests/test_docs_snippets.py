@@ -48,7 +48,8 @@ def test_the_docs_have_snippets_to_run() -> None:
 
 
 @pytest.mark.parametrize(("page", "line", "code"), snippets())
-def test_snippet_runs(page: Path, line: int, code: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_snippet_runs(page: Path, line: int, code: str, tmp_path: Path,
+                      monkeypatch: pytest.MonkeyPatch) -> None:
     work = tmp_path / "work"
     work.mkdir()
     if SHARED.exists():

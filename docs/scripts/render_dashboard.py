@@ -63,11 +63,13 @@ def _browser() -> str:
     for name in BROWSERS:
         if found := shutil.which(name):
             return found
-    sys.exit("error: no Chromium found (tried " + ", ".join(BROWSERS) + "); install it, e.g. apt-get install chromium")
+    tried = ", ".join(BROWSERS)
+    sys.exit(f"error: no Chromium found (tried {tried}); install it, e.g. apt-get install chromium")
 
 
 def render(svg: Path, png: Path, browser: str) -> None:
-    width, height = (float(v) for v in re.search(r'viewBox="0 0 ([\d.]+) ([\d.]+)"', svg.read_text()).groups())
+    view_box = re.search(r'viewBox="0 0 ([\d.]+) ([\d.]+)"', svg.read_text())
+    width, height = (float(v) for v in view_box.groups())
     with tempfile.TemporaryDirectory() as scratch:
         # Chromium writes where it is told but reads the SVG by URL: a copy without brackets in its name.
         page = Path(scratch) / "dashboard.svg"
