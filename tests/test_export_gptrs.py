@@ -325,3 +325,13 @@ def test_a_gelu_model_cannot_go_to_gptrs(imported: Path, tmp_path: Path) -> None
     result = CliRunner().invoke(app, ["export", str(run), str(tmp_path / "out"), "--format", "gptrs"])
     assert result.exit_code == 1 and "gpt-rs only has relu" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_dashboard_samples_an_imported_run(imported: Path) -> None:
+    from mlxstory.tui.sources import SampleFinished, sample_checkpoint
+
+    items = list(sample_checkpoint(imported, "Once upon a time", title=None, cancelled=lambda: False,
+                                   max_tokens=8))
+    assert isinstance(items[-1], SampleFinished) and items[-1].note.startswith("8 tokens")
+    empty = list(sample_checkpoint(imported, "", title=None, cancelled=lambda: False, max_tokens=8))
+    assert "imported from gpt-rs" in empty[-1][0].message

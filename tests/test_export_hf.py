@@ -145,3 +145,12 @@ def test_a_checkpoint_that_does_not_fit_its_config_names_the_weight(tiny_trained
     assert result.exit_code == 1
     assert "error: " in result.stderr and "blocks.1.ln2.bias has shape (3,)" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_tokenizer_with_two_ids_for_one_text_is_refused() -> None:
+    from mlxstory.errors import TokenizerError
+
+    # "abc" made twice: ab+c and a+bc. A tokenizers BPE keys its vocabulary by text, so it cannot hold both.
+    tokenizer = Tokenizer(list("abc"), [((0, 1), 3), ((3, 2), 4), ((1, 2), 5), ((0, 5), 6)])
+    with pytest.raises(TokenizerError, match="'abc'"):
+        tokenizer_json(tokenizer)
