@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlxstory  # noqa: F401  isort: skip  (loads MKL before mlx.core)
 import mlx.core as mx
 import numpy as np
 import pytest

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import mlxstory  # noqa: F401  isort: skip  (loads MKL before mlx.core)
 import mlx.core as mx
 import numpy as np
 import pytest
