@@ -78,8 +78,11 @@ def sample_checkpoint(
         yield [Warning(f"cannot sample: {error}")]
         return
     title = title or f"sample · step {loaded.step}"
-    yield from stream_sample(loaded.model, loaded.tokenizer, prompt, title=title, cancelled=cancelled,
-                             max_tokens=max_tokens)
+    try:
+        yield from stream_sample(loaded.model, loaded.tokenizer, prompt, title=title, cancelled=cancelled,
+                                 max_tokens=max_tokens)
+    except MlxstoryError as error:  # e.g. an empty prompt for an imported gpt-rs model
+        yield [Warning(f"cannot sample: {error}")]
 
 
 class RunDirSource:

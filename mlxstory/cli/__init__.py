@@ -19,6 +19,8 @@ from mlxstory.cli import report_command  # noqa: E402,F401  isort: skip
 from mlxstory.cli import generate_command  # noqa: E402,F401  isort: skip
 from mlxstory.cli import eval_command  # noqa: E402,F401  isort: skip
 from mlxstory.cli import bench_command  # noqa: E402,F401  isort: skip
+from mlxstory.cli import export_command  # noqa: E402,F401  isort: skip
+from mlxstory.cli import import_command  # noqa: E402,F401  isort: skip
 
 __all__ = ["app", "main"]
 

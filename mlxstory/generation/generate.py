@@ -25,7 +25,7 @@ from typing import Any, Literal
 import mlx.core as mx
 
 from mlxstory.errors import MlxstoryError
-from mlxstory.generation.sampling import Sampler, greedy, make_sampler
+from mlxstory.generation.sampling import Sampler, greedy, limit_vocab, make_sampler
 from mlxstory.model import folded_decoder
 from mlxstory.model.fast_path import blas_threads
 
@@ -208,11 +208,21 @@ def stream_generate(
     with an `UnknownCharWarning` (the tokenizer's policy). Text pieces are the new suffix of the decoded
     generated ids, so joined they are exactly `tokenizer.decode(generated ids)`. Stops after
     `max_tokens` ("length") or, with `stop_at_eot`, at `<|endoftext|>` ("stop", not counted as text).
+
+    A model that knows only ids below `model.known_vocab_size` (an imported gpt-rs model: no special
+    tokens) starts from the prompt alone, as gpt-rs does, and never samples the ids it lacks.
     """
     if max_tokens < 1:
         raise MlxstoryError(f"max_tokens must be at least 1, got {max_tokens}")
     sampler = sampler or make_sampler(temperature, top_k, top_p)
     prompt_ids = tokenizer.encode(prompt)
+    first = [tokenizer.eot_id]
+    known = getattr(model, "known_vocab_size", None)
+    if known is not None:
+        sampler, first = limit_vocab(sampler, known), []
+        if not prompt_ids:
+            raise MlxstoryError("this model was imported from gpt-rs and has no <|endoftext|> to start a "
+                                'story from; give a prompt, e.g. "Once upon a time"')
     key = mx.random.key(random_seed() if seed is None else seed)
     was_training = model.training
     model.eval()
@@ -222,7 +232,7 @@ def stream_generate(
         text = ""
         prompt_tps = 0.0
         stream = generate_tokens(
-            model, [tokenizer.eot_id, *prompt_ids], sampler=sampler, key=key, mode=mode, slide_keep=slide_keep
+            model, [*first, *prompt_ids], sampler=sampler, key=key, mode=mode, slide_keep=slide_keep
         )
         for token in stream:
             now = time.perf_counter()

@@ -44,6 +44,17 @@ def apply_top_p(logits: mx.array, p: float) -> mx.array:
     return mx.where(logits >= threshold, logits, _NEG_INF)
 
 
+def limit_vocab(sampler: Sampler, size: int) -> Sampler:
+    """`sampler` that never picks an id >= `size`: ids the model's weights do not know (the special
+    tokens of an imported gpt-rs model, whose rows were never trained)."""
+
+    def sample(logits: mx.array, key: mx.array) -> mx.array:
+        known = mx.arange(logits.shape[-1]) < size
+        return sampler(mx.where(known, logits, _NEG_INF), key)
+
+    return sample
+
+
 def greedy(logits: mx.array, key: mx.array | None = None) -> mx.array:
     """The most likely token; ignores the key."""
     return mx.argmax(logits, axis=-1)

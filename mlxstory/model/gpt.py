@@ -81,6 +81,9 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    # Ids past this were never trained (a gpt-rs import has no special tokens); None: all were.
+    known_vocab_size: int | None = None
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         config.validate()

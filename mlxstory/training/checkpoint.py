@@ -33,6 +33,9 @@ from mlxstory.formats.config import ConfigError, ModelConfig, load_config
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest.json"
 FORMAT_VERSION = 1
+# Metadata of a checkpoint whose weights know only ids below this (an imported gpt-rs model: no special
+# tokens); generation then never samples the others nor starts with <|endoftext|>.
+KNOWN_VOCAB_KEY = "known_vocab_size"
 
 
 @dataclass
@@ -131,6 +134,7 @@ def save_checkpoint(
     state: TrainerState,
     *,
     keep_last: int = 2,
+    extra_metadata: dict[str, str] | None = None,
 ) -> Path:
     """Write one checkpoint and point `latest.json` at it; returns the weights path.
 
@@ -139,7 +143,8 @@ def save_checkpoint(
     folder = Path(run_dir) / CHECKPOINT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     files = CheckpointFiles.for_step(folder, state.step)
-    metadata = {"format": "mlxstory", "version": str(FORMAT_VERSION), "step": str(state.step)}
+    metadata = {"format": "mlxstory", "version": str(FORMAT_VERSION), "step": str(state.step),
+                **(extra_metadata or {})}
     _write_safetensors(files.weights, dict(tree_flatten(model.parameters())), metadata)
     _fault_point("weights")
     _write_safetensors(files.optimizer, optimizer_state, metadata)
@@ -309,5 +314,7 @@ def load_model(path: str | Path) -> LoadedModel:
     model.load_weights(list(weights.items()))
     model.eval()
     mx.eval(model.parameters())
+    if metadata.get(KNOWN_VOCAB_KEY, "").isdigit():
+        model.known_vocab_size = int(metadata[KNOWN_VOCAB_KEY])
     step = int(metadata["step"]) if metadata.get("step", "").isdigit() else -1
     return LoadedModel(model, tokenizer, config, weights_path, step, run_dir)
