@@ -6,17 +6,21 @@ from dataclasses import replace
 from pathlib import Path
 
 import mlxstory  # noqa: F401  isort: skip  (loads MKL before mlx.core)
+import mlx.core as mx
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
+from mlxstory.data.batches import fixed_batches
 from mlxstory.data.sources import SourceTexts
+from mlxstory.data.token_store import TokenStore
 from mlxstory.formats.config import ModelConfig, TrainConfig, load_preset
+from mlxstory.model.gpt import loss_fn
 from mlxstory.training.checkpoint import load_model, read_latest
 from mlxstory.training.events import CheckpointSaved, EvalCompleted, RunFinished, RunStarted, StepCompleted
 from mlxstory.training.metrics_log import read_metrics
-from mlxstory.training.run_dir import create_run
-from mlxstory.training.train import TrainingControl, train
+from mlxstory.training.run_dir import create_run, open_run
+from mlxstory.training.train import EVAL_VAL_STREAM, TrainingControl, train
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +77,15 @@ def test_a_short_run_emits_events_writes_metrics_and_a_loadable_checkpoint(tmp_p
     assert loaded.tokenizer.vocab_size == 384
     last_eval = [e for e in events if isinstance(e, EvalCompleted)][-1]
     assert done.checkpoint == str(loaded.checkpoint_path)
-    # The loaded weights are the trained ones: they reproduce the final eval exactly.
-    assert read_latest(run)["val_loss"] == pytest.approx(last_eval.val_loss)
+    # The loaded weights are the trained ones: scored afresh on the run's validation windows (the same
+    # seeded draw the trainer evaluates on), they reproduce the final eval's val loss.
+    model_config, train_config = configs()
+    val_tokens = TokenStore.open(open_run(run).data_path).split_tokens("val")
+    windows = fixed_batches(val_tokens, model_config.context_length, train_config.contexts_per_batch,
+                            train_config.evaluation_iterations, seed=[train_config.seed, EVAL_VAL_STREAM],
+                            split="val")
+    val_loss = np.mean([loss_fn(loaded.model, mx.array(x), mx.array(y)).item() for x, y in windows])
+    assert val_loss == pytest.approx(last_eval.val_loss, rel=1e-5)
 
 
 def stop_after(events, step: int, control: TrainingControl):
