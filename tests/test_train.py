@@ -160,13 +160,29 @@ def test_an_exploding_learning_rate_stops_cleanly_and_keeps_the_last_good_checkp
 def test_pause_and_save_now_from_another_thread(tmp_path, small_corpus):
     run = make_run(tmp_path / "run", small_corpus, *configs(evaluation_interval=100))
     control = TrainingControl()
+    resumed = threading.Event()
+
+    def resume() -> None:
+        resumed.set()
+        control.resume()
+
+    watchdog = threading.Timer(30, control.resume)  # a save never served while paused fails, not hangs
+    watchdog.start()
     seen = []
-    for event in train(run, control=control):
-        seen.append(event)
-        if isinstance(event, StepCompleted) and event.step == 2:
-            control.pause()
-            control.request_save()
-            threading.Timer(0.5, control.resume).start()
+    try:
+        for event in train(run, control=control):
+            seen.append(event)
+            if isinstance(event, StepCompleted) and event.step == 2:
+                control.pause()
+                threading.Timer(0.2, control.request_save).start()  # arrives while the trainer waits, paused
+            elif isinstance(event, CheckpointSaved) and event.step == 2:
+                threading.Timer(0.05, resume).start()
+            elif isinstance(event, StepCompleted) and event.step == 3:
+                assert resumed.is_set(), "step 3 ran before resume(): the pause did not hold"
+    finally:
+        watchdog.cancel()
+    kinds = [(type(e).__name__, e.step) for e in seen[2:5]]
+    assert kinds == [("StepCompleted", 2), ("CheckpointSaved", 2), ("StepCompleted", 3)]
     saved = [e for e in seen if isinstance(e, CheckpointSaved)]
     assert [(e.step, e.val_loss) for e in saved[:1]] == [(2, None)]  # saved while paused, no eval
     assert seen[-1].reason == "completed" and saved[-1].step == 6
