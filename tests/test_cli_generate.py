@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from mlxstory.cli import app
-from mlxstory.cli import generate_command as command
 from mlxstory.generation.generate import generate
 from mlxstory.training.checkpoint import load_model
 
@@ -61,13 +63,27 @@ def test_samples_are_separated_by_a_blank_line(tiny_trained_run, loaded):
     assert result.stdout == stories[0] + "\n\n" + stories[1] + "\n"
 
 
-def test_text_is_streamed_one_write_per_token(tiny_trained_run, monkeypatch):
-    writes: list[str] = []
-    monkeypatch.setattr(command, "_write", writes.append)
-    result = invoke("--run", str(tiny_trained_run), "--max-tokens", "25", "--seed", "5", "--no-stop", PROMPT)
-    assert result.exit_code == 0, result.output
-    assert writes[0] == PROMPT and writes[-1] == "\n"
-    assert len(writes) == 25 + 2
+def test_text_reaches_a_pipe_while_it_is_generated(tiny_trained_run):
+    """A real `mlxstory generate` writing into a pipe, where Python holds 8 KB of output unless flushed:
+    the first piece must arrive while most of the story is still to come, not all of it at exit."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlxstory", "generate", "--run", str(tiny_trained_run), "--max-tokens", "1500",
+         "--seed", "5", "--no-stop", PROMPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"})  # as a user's shell has it
+    try:
+        first = b""
+        while len(first) <= len(PROMPT):  # the prompt, then what is there once a generated token arrives
+            if not (chunk := os.read(process.stdout.fileno(), 1 << 16)):
+                break
+            first += chunk
+        rest, errors = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    story = first + rest
+    assert process.returncode == 0 and "1500 tokens" in errors.decode(), errors.decode()
+    assert story.decode().startswith(PROMPT) and story.endswith(b"\n")
+    # About 5 KB in all (1,500 tokens take about a second here): unflushed, it would be one read at exit.
+    assert len(story) < 8192 and len(first) < len(story) / 2, (len(first), len(story))
 
 
 @pytest.mark.parametrize("args", [(), ("-",)])

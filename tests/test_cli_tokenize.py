@@ -26,14 +26,23 @@ def invoke(*args: str):
     return CliRunner().invoke(app, ["tokenize", *args])
 
 
-def test_tokenize_writes_a_store_that_opens(tmp_path: Path, small_parquet: Path) -> None:
+def test_tokenize_writes_a_store_that_opens(
+    tmp_path: Path, small_parquet: Path, sample_texts: list[str]
+) -> None:
     out = tmp_path / "store"
     result = invoke("--data", str(small_parquet), "--vocab-size", "300", "--out", str(out))
     assert result.exit_code == 0, result.output
     assert "270 train / 30 val stories" in result.stderr and "vocab 300" in result.stderr
     store = TokenStore.open(out)
     assert store.tokenizer.vocab_size == 300 and store.source == str(small_parquet)
-    assert Tokenizer.load(out / "tokenizer.ron").merges == store.tokenizer.merges
+    # The same result made without the CLI: a tokenizer trained on the default split's 270 train stories
+    # (the trainer test_tokenizer checks against the original's), and those stories encoded with it.
+    texts = [text.strip() for text in sample_texts[:300]]
+    train_idx, _ = split_indices(len(texts), 0.1, 1337)
+    expected = Tokenizer.train([texts[i] for i in train_idx], vocab_size=300)
+    assert store.tokenizer.merges == expected.merges and store.tokenizer.alphabet == expected.alphabet
+    ids = [token for i in train_idx for token in (*expected.encode(texts[i]), expected.eot_id)]
+    assert store.split_tokens("train").tolist() == ids
 
 
 def test_tokenize_options_reach_the_split(tmp_path: Path, small_parquet: Path) -> None:

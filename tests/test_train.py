@@ -6,17 +6,21 @@ from dataclasses import replace
 from pathlib import Path
 
 import mlxstory  # noqa: F401  isort: skip  (loads MKL before mlx.core)
+import mlx.core as mx
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
+from mlxstory.data.batches import fixed_batches
 from mlxstory.data.sources import SourceTexts
+from mlxstory.data.token_store import TokenStore
 from mlxstory.formats.config import ModelConfig, TrainConfig, load_preset
+from mlxstory.model.gpt import loss_fn
 from mlxstory.training.checkpoint import load_model, read_latest
 from mlxstory.training.events import CheckpointSaved, EvalCompleted, RunFinished, RunStarted, StepCompleted
 from mlxstory.training.metrics_log import read_metrics
-from mlxstory.training.run_dir import create_run
-from mlxstory.training.train import TrainingControl, train
+from mlxstory.training.run_dir import create_run, open_run
+from mlxstory.training.train import EVAL_VAL_STREAM, TrainingControl, train
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +77,15 @@ def test_a_short_run_emits_events_writes_metrics_and_a_loadable_checkpoint(tmp_p
     assert loaded.tokenizer.vocab_size == 384
     last_eval = [e for e in events if isinstance(e, EvalCompleted)][-1]
     assert done.checkpoint == str(loaded.checkpoint_path)
-    # The loaded weights are the trained ones: they reproduce the final eval exactly.
-    assert read_latest(run)["val_loss"] == pytest.approx(last_eval.val_loss)
+    # The loaded weights are the trained ones: scored afresh on the run's validation windows (the same
+    # seeded draw the trainer evaluates on), they reproduce the final eval's val loss.
+    model_config, train_config = configs()
+    val_tokens = TokenStore.open(open_run(run).data_path).split_tokens("val")
+    windows = fixed_batches(val_tokens, model_config.context_length, train_config.contexts_per_batch,
+                            train_config.evaluation_iterations, seed=[train_config.seed, EVAL_VAL_STREAM],
+                            split="val")
+    val_loss = np.mean([loss_fn(loaded.model, mx.array(x), mx.array(y)).item() for x, y in windows])
+    assert val_loss == pytest.approx(last_eval.val_loss, rel=1e-5)
 
 
 def stop_after(events, step: int, control: TrainingControl):
@@ -149,13 +160,29 @@ def test_an_exploding_learning_rate_stops_cleanly_and_keeps_the_last_good_checkp
 def test_pause_and_save_now_from_another_thread(tmp_path, small_corpus):
     run = make_run(tmp_path / "run", small_corpus, *configs(evaluation_interval=100))
     control = TrainingControl()
+    resumed = threading.Event()
+
+    def resume() -> None:
+        resumed.set()
+        control.resume()
+
+    watchdog = threading.Timer(30, control.resume)  # a save never served while paused fails, not hangs
+    watchdog.start()
     seen = []
-    for event in train(run, control=control):
-        seen.append(event)
-        if isinstance(event, StepCompleted) and event.step == 2:
-            control.pause()
-            control.request_save()
-            threading.Timer(0.5, control.resume).start()
+    try:
+        for event in train(run, control=control):
+            seen.append(event)
+            if isinstance(event, StepCompleted) and event.step == 2:
+                control.pause()
+                threading.Timer(0.2, control.request_save).start()  # arrives while the trainer waits, paused
+            elif isinstance(event, CheckpointSaved) and event.step == 2:
+                threading.Timer(0.05, resume).start()
+            elif isinstance(event, StepCompleted) and event.step == 3:
+                assert resumed.is_set(), "step 3 ran before resume(): the pause did not hold"
+    finally:
+        watchdog.cancel()
+    kinds = [(type(e).__name__, e.step) for e in seen[2:5]]
+    assert kinds == [("StepCompleted", 2), ("CheckpointSaved", 2), ("StepCompleted", 3)]
     saved = [e for e in seen if isinstance(e, CheckpointSaved)]
     assert [(e.step, e.val_loss) for e in saved[:1]] == [(2, None)]  # saved while paused, no eval
     assert seen[-1].reason == "completed" and saved[-1].step == 6

@@ -18,9 +18,10 @@ from mlxstory.data.sources import SourceTexts
 from mlxstory.errors import MlxstoryError
 from mlxstory.formats.config import load_preset
 from mlxstory.training.checkpoint import read_latest
-from mlxstory.training.events import RunFinished
+from mlxstory.training.events import RunFinished, StepCompleted
+from mlxstory.training.metrics_log import METRICS_FILE, read_metrics
 from mlxstory.training.run_dir import create_run
-from mlxstory.training.train import train
+from mlxstory.training.train import TrainingControl, train
 
 PROMPT = "Once upon a time"
 
@@ -42,10 +43,29 @@ def new_run(path: Path, store: Path, iterations: int, eval_every: int = 10) -> P
     return create_run(path, model_config=model, train_config=trainer, preset="tiny", store_dir=store).path
 
 
+class CountingControl(TrainingControl):
+    """The real controls, counting the trainer's polls while it waits paused: a test waits on those
+    instead of sleeping and hoping no step came."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused_polls = 0
+
+    def wait_while_paused(self, poll_seconds: float = 0.1):
+        for _ in super().wait_while_paused(poll_seconds):
+            self.paused_polls += 1
+            yield
+
+
+def last_logged_step(run: Path) -> int:
+    return max(e.step for e in read_metrics(run / METRICS_FILE).events if isinstance(e, StepCompleted))
+
+
 @run_async
 async def test_live_training_steps_samples_saves_and_quits(tmp_path: Path, token_store: Path) -> None:
     run = new_run(tmp_path / "live", token_store, iterations=5000)
-    app = DashboardApp(TrainingSource(run, sample_tokens=12), prompt=PROMPT)
+    control = CountingControl()
+    app = DashboardApp(TrainingSource(run, control=control, sample_tokens=12), prompt=PROMPT)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.state.step >= 3, timeout=60)
         assert app.query_one(RunHeader).view.status == "running"
@@ -65,12 +85,13 @@ async def test_live_training_steps_samples_saves_and_quits(tmp_path: Path, token
         await wait_until(pilot, lambda: app.state.checkpoint_count > saved)
         assert Path(app.state.latest.path).is_file()
 
-        # `p` pauses: steps stop advancing (at most the one in flight finishes); `p` again resumes.
+        # `p` pauses: the trainer finishes the step in flight, then waits in its pause loop and logs no
+        # step while it polls there; the screen shows the last step and "paused". `p` again resumes.
         await pilot.press("p")
-        await pilot.pause(0.3)
-        paused_at = app.state.step
-        await pilot.pause(0.5)
-        assert app.state.step == paused_at and app.query_one(RunHeader).view.status == "paused"
+        await wait_until(pilot, lambda: control.paused_polls >= 1, timeout=30)
+        paused_at, polls = last_logged_step(run), control.paused_polls
+        await wait_until(pilot, lambda: control.paused_polls >= polls + 3 and app.state.step == paused_at)
+        assert last_logged_step(run) == paused_at and app.query_one(RunHeader).view.status == "paused"
         # `g` while paused with nothing unsaved still samples (from the latest checkpoint).
         await pilot.press("s")
         await wait_until(pilot, lambda: app.state.latest.step == paused_at)

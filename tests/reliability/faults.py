@@ -1,8 +1,10 @@
 """Helpers of the reliability suite: the fault tally, running the CLI, and "nothing was touched" snapshots.
 
 Every injected fault goes through `fault(kind)`: it counts as injected on entry and as survived only when
-the block (the injection and every check of what the user then sees) finishes without failing. The
-session prints the totals (see conftest.py), which is where the README's numbers come from.
+the block (the injection and every check of what the user then sees) finishes without failing. A fault
+after which there was nothing to check (a kill before the run directory existed) goes through
+`unchecked(kind)` instead and is never counted as survived. The session prints the totals (see
+conftest.py), which is where the README's numbers come from.
 """
 
 from __future__ import annotations
@@ -23,11 +25,16 @@ from typer.testing import CliRunner
 class FaultTally:
     injected: Counter[str] = field(default_factory=Counter)
     survived: Counter[str] = field(default_factory=Counter)
+    unchecked: Counter[str] = field(default_factory=Counter)
 
     def summary(self) -> str:
         kinds = ", ".join(f"{kind} {self.survived[kind]}/{n}" for kind, n in sorted(self.injected.items()))
         total, ok = sum(self.injected.values()), sum(self.survived.values())
-        return f"reliability: {total} faults injected, {ok} survived ({kinds})"
+        line = f"reliability: {total} faults injected and checked, {ok} survived ({kinds})"
+        if self.unchecked:
+            skipped = ", ".join(f"{kind} {n}" for kind, n in sorted(self.unchecked.items()))
+            line += f"; not counted, nothing to check afterwards: {skipped}"
+        return line
 
 
 TALLY = FaultTally()
@@ -39,6 +46,11 @@ def fault(kind: str) -> Iterator[None]:
     TALLY.injected[kind] += 1
     yield
     TALLY.survived[kind] += 1
+
+
+def unchecked(kind: str) -> None:
+    """Note a fault that left nothing to check; it stays out of the injected and survived counts."""
+    TALLY.unchecked[kind] += 1
 
 
 def cli(*args: str):

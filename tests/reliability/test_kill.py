@@ -26,7 +26,15 @@ from mlxstory.training.events import StepCompleted
 from mlxstory.training.metrics_log import METRICS_FILE, current_history, read_metrics
 from mlxstory.training.run_dir import RUN_FILE
 
-from .faults import assert_one_error_line, cli, fault, mlxstory_command, run_mlxstory, subprocess_env
+from .faults import (
+    assert_one_error_line,
+    cli,
+    fault,
+    mlxstory_command,
+    run_mlxstory,
+    subprocess_env,
+    unchecked,
+)
 
 ITERATIONS, EVAL_INTERVAL = 20, 4
 RANDOM_KILLS = 6
@@ -145,10 +153,15 @@ def kill_at_random_moment(command: list[str], run: Path, start_step: int, startu
 
 def test_random_kills_never_lose_more_than_one_eval_interval(small_store: Path, tmp_path: Path,
                                                             uninterrupted: Uninterrupted):
+    """RANDOM_KILLS kills after which something was checked; a kill before run.json exists leaves nothing
+    to check, so it is noted apart and another kill is drawn."""
     rng = random.Random(SEED)
     runs = [tmp_path / "run-1"]
-    kills, step = 0, -1
-    while kills < RANDOM_KILLS:
+    steps_left: list[int] = []  # the checkpoint step after each checked kill
+    attempts, step = 0, -1
+    while len(steps_left) < RANDOM_KILLS:
+        attempts += 1
+        assert attempts <= 4 * RANDOM_KILLS, f"only {len(steps_left)} checked kills in {attempts - 1} tries"
         command = mlxstory_command(*continue_args(small_store, runs[-1]))
         start = max(step, 0)
         where = kill_at_random_moment(command, runs[-1], start, uninterrupted.startup_seconds, rng)
@@ -157,11 +170,17 @@ def test_random_kills_never_lose_more_than_one_eval_interval(small_store: Path, 
             runs.append(tmp_path / f"run-{len(runs) + 1}")
             step = -1
             continue
-        kills += 1
+        if not (runs[-1] / RUN_FILE).exists():
+            unchecked("kill at a random moment")
+            print(f"kill ({runs[-1].name}): {where}; no run yet, nothing to check (not counted)")
+            continue
         with fault("kill at a random moment"):
             step = check_after_kill(runs[-1])
-        state = {-1: "no run yet", 0: "no checkpoint yet"}.get(step, f"checkpoint at step {step}")
-        print(f"kill {kills} ({runs[-1].name}, from step {start}): {where}; left {state}")
+        steps_left.append(step)
+        state = "no checkpoint yet" if step == 0 else f"checkpoint at step {step}"
+        print(f"kill {len(steps_left)} ({runs[-1].name}, from step {start}): {where}; left {state}")
+    # The seed must exercise the interesting case: a kill with a checkpoint to load and compare.
+    assert sum(s > 0 for s in steps_left) >= 2, steps_left
     run = runs[-1]
     result = run_mlxstory(*continue_args(small_store, run))
     assert result.returncode == 0, result.stderr[-2000:]
