@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mlxstory.cli import app
-from mlxstory.data import sources
+from mlxstory.data import hub
 from mlxstory.data.token_store import TokenStore, split_indices
 from mlxstory.data.tokenizer import Tokenizer
 
@@ -98,10 +98,10 @@ def test_bad_input_is_one_error_line(
 def test_offline_hub_names_data_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    def offline() -> Path:
+    def offline(dataset: object) -> Path:
         raise LocalEntryNotFoundError("outgoing traffic has been disabled")
 
-    monkeypatch.setattr(sources, "download_tinystories", offline)
+    monkeypatch.setattr(hub, "download", offline)
     result = invoke("--data", "tinystories-10k", "--out", str(tmp_path / "out"))
     assert result.exit_code == 1 and "--data" in result.stderr and "tinystories-10k" in result.stderr
     assert not (tmp_path / "out").exists()

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mlxstory.cli import app
-from mlxstory.data import sources
+from mlxstory.data import hub, sources
 from mlxstory.training.checkpoint import read_latest
 
 FAST = ["--preset", "tiny", "--batch-size", "4", "--no-tui"]
@@ -86,10 +86,10 @@ def test_bad_input_is_one_error_line(tmp_path: Path, args: list[str], expected: 
 def test_without_data_and_offline_it_says_so_and_trains_on_the_demo_corpus(tmp_path: Path, monkeypatch):
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    def offline() -> Path:
+    def offline(dataset: object) -> Path:
         raise LocalEntryNotFoundError("outgoing traffic has been disabled")
 
-    monkeypatch.setattr(sources, "download_tinystories", offline)
+    monkeypatch.setattr(hub, "download", offline)
     run = tmp_path / "run"
     result = invoke(*FAST, "--iterations", "2", "--out", str(run))
     assert result.exit_code == 0, result.output

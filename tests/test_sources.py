@@ -1,25 +1,16 @@
-"""Data sources: real parsing of parquet/txt/jsonl, the hub boundary faked, one-line errors for bad input."""
+"""Data sources: real parsing of parquet/txt/jsonl, one-line errors for bad input (the hub: test_hub.py)."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from huggingface_hub import constants as hub_constants
-from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
-from mlxstory.data import sources
-from mlxstory.data.sources import load_default_texts, load_texts
+from mlxstory.data.sources import load_texts
 from mlxstory.errors import DataError
-
-# The HTTP client huggingface_hub is built on (requests in old releases, httpx in new ones) and its
-# "cannot connect" exception, so the test raises exactly what an offline machine raises.
-_CLIENT = sys.modules[HfHubHTTPError.__mro__[1].__module__.split(".")[0]]
-CLIENT_CONNECT_ERROR = getattr(_CLIENT, "ConnectError", None) or _CLIENT.ConnectionError
 
 
 def one_line(error: pytest.ExceptionInfo[DataError]) -> str:
@@ -106,99 +97,3 @@ def test_parquet_without_string_column_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(DataError) as error:
         load_texts(path)
     assert "no string column" in one_line(error) and "a (int64)" in str(error.value)
-
-
-def test_tinystories_uses_the_downloaded_parquet(
-    monkeypatch: pytest.MonkeyPatch, sample_parquet: Path
-) -> None:
-    monkeypatch.setattr(sources, "download_tinystories", lambda: sample_parquet)
-    loaded = load_texts("tinystories-10k")
-    assert loaded.name == "tinystories-10k" and len(loaded.texts) == 2450
-    assert "flpelerin/tinystories-10k" in loaded.description
-
-
-@pytest.mark.parametrize(
-    "exception",
-    [
-        LocalEntryNotFoundError("Cannot find an appropriate cached snapshot folder"),
-        OfflineModeIsEnabled("Cannot reach the hub: offline mode is enabled."),
-        CLIENT_CONNECT_ERROR("[Errno -2] Name or service not known"),
-        ConnectionError("network is unreachable"),
-    ],
-    ids=lambda e: type(e).__name__,
-)
-def test_unreachable_hub_is_one_line_error_naming_data(
-    monkeypatch: pytest.MonkeyPatch, exception: Exception
-) -> None:
-    def offline() -> Path:
-        raise exception
-
-    monkeypatch.setattr(sources, "download_tinystories", offline)
-    with pytest.raises(DataError) as error:
-        load_texts("tinystories-10k")
-    message = one_line(error)
-    assert "--data" in message and "tinystories-10k" in message and type(exception).__name__ in message
-
-
-def test_default_falls_back_to_demo_when_hub_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
-    def offline() -> Path:
-        raise LocalEntryNotFoundError("outgoing traffic has been disabled")
-
-    monkeypatch.setattr(sources, "download_tinystories", offline)
-    loaded = load_default_texts()
-    assert loaded.name == "demo" and len(loaded.texts) == 10_000
-    assert loaded.fallback_reason is not None and "\n" not in loaded.fallback_reason
-    assert "demo corpus" in loaded.fallback_reason and "LocalEntryNotFoundError" in loaded.fallback_reason
-
-
-def test_default_uses_tinystories_when_available(
-    monkeypatch: pytest.MonkeyPatch, sample_parquet: Path
-) -> None:
-    monkeypatch.setattr(sources, "download_tinystories", lambda: sample_parquet)
-    loaded = load_default_texts()
-    assert loaded.name == "tinystories-10k" and loaded.fallback_reason is None
-
-
-def test_default_does_not_hide_a_corrupt_cached_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    broken = tmp_path / "train.parquet"
-    broken.write_bytes(b"truncated download")
-    monkeypatch.setattr(sources, "download_tinystories", lambda: broken)
-    with pytest.raises(DataError, match="cannot read parquet file"):
-        load_default_texts()
-
-
-@pytest.fixture()
-def offline_hub_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """The real huggingface_hub, offline, with an empty cache in tmp_path: no request leaves the machine."""
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
-    return cache
-
-
-def cached_snapshot(cache: Path) -> Path:
-    """The HF cache layout of the dataset at one revision, with no files in it yet."""
-    repo = cache / "datasets--flpelerin--tinystories-10k"
-    snapshot = repo / "snapshots" / "a9c8b52"
-    (snapshot / "data").mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("a9c8b52")
-    return snapshot
-
-
-def test_download_finds_the_parquet_in_the_hf_cache(offline_hub_cache: Path, sample_parquet: Path) -> None:
-    snapshot = cached_snapshot(offline_hub_cache)
-    (snapshot / "data" / "train-00000-of-00001.parquet").symlink_to(sample_parquet)
-    path = sources.download_tinystories()
-    assert path == snapshot / "data" / "train-00000-of-00001.parquet"
-    assert len(load_texts("tinystories-10k").texts) == 2450
-
-
-@pytest.mark.parametrize("cache", ["empty", "snapshot without data"])
-def test_download_offline_without_cached_data_is_one_line_error(offline_hub_cache: Path, cache: str) -> None:
-    if cache != "empty":
-        cached_snapshot(offline_hub_cache)
-    with pytest.raises(DataError) as error:
-        load_texts("tinystories-10k")
-    assert "--data" in one_line(error)

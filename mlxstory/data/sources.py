@@ -1,8 +1,9 @@
-"""Where stories come from: local files, the tinystories-10k hub dataset, or the built-in demo corpus.
+"""Where stories come from: local files, Hugging Face hub datasets, or the built-in demo corpus.
 
 Every source becomes a `SourceTexts`: a list of stripped, non-empty stories plus a name and a one-line
 description that the token store and the run record, so a run always says what it was trained on.
-`download_tinystories` is the only function here that may touch the network; tests fake it.
+Hub sources (`hf:OWNER/NAME`, `tinystories`, `tinystories-10k`) are resolved by hub.py into files in the
+Hugging Face cache, which are then read like local files; nothing here touches the network.
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlxstory.data import hub
+from mlxstory.data.hub import HubUnavailableError
 from mlxstory.errors import DataError
 
 TINYSTORIES_NAME = "tinystories-10k"
-TINYSTORIES_REPO = "flpelerin/tinystories-10k"
+TINYSTORIES_FULL_NAME = "tinystories"
 DEMO_NAME = "demo"
 EOT_MARKER = "<|endoftext|>"
 SUFFIXES = (".parquet", ".txt", ".jsonl")
-SOURCE_HELP = "a .parquet, .txt or .jsonl file, a folder of .parquet files, tinystories-10k, or demo"
+SOURCE_HELP = ("a .parquet, .txt or .jsonl file, a folder of .parquet files, hf:OWNER/NAME, tinystories, "
+               "tinystories-10k, or demo")
 
 _BLANK_LINES = re.compile(r"\n[ \t]*\n")
 
@@ -35,29 +39,26 @@ class SourceTexts:
     fallback_reason: str | None = None
 
 
-class HubUnavailableError(DataError):
-    """tinystories-10k is neither cached nor downloadable; the caller may fall back to the demo corpus."""
-
-    def __init__(self, message: str, *, cause: str) -> None:
-        super().__init__(message)
-        self.cause = cause  # the hub exception's class name, e.g. "LocalEntryNotFoundError"
-
-
 def load_texts(source: str | Path) -> SourceTexts:
-    """Read the stories of `source`: a file path, `tinystories-10k` or `demo` (names win over files)."""
+    """Read the stories of `source`: a file path, a hub dataset (`hf:OWNER/NAME`, `tinystories`,
+    `tinystories-10k`) or `demo` (names win over files)."""
     source_str = str(source)
     if source_str == DEMO_NAME:
         return _demo_texts()
-    if source_str == TINYSTORIES_NAME:
-        path = _tinystories_path()
-        texts = _read_parquet_stories(path)
-        return SourceTexts(
-            texts, TINYSTORIES_NAME, f"{TINYSTORIES_NAME}: {len(texts):,} stories from the Hugging Face "
-            f"dataset {TINYSTORIES_REPO} (cached at {path})"
-        )
+    dataset = hub.parse(source_str)
+    if dataset is not None:
+        found = hub.resolve(dataset)
+        texts = [story for path in found.files for story in _read_file(path)[0]]
+        return SourceTexts(texts, source_str, found.describe(len(texts)))
     path = Path(source_str).expanduser()
     if not path.exists():
         raise DataError(f"data source not found: {path}; pass --data {SOURCE_HELP}")
+    texts, kind = _read_file(path)
+    return SourceTexts(texts, source_str, f"{len(texts):,} stories from {path} ({kind})")
+
+
+def _read_file(path: Path) -> tuple[list[str], str]:
+    """The stories of a local file or parquet folder, and what kind of source it was."""
     if path.is_dir():
         texts, kind = _read_parquet_stories(path), "parquet folder"
     elif path.suffix.lower() == ".parquet":
@@ -71,75 +72,23 @@ def load_texts(source: str | Path) -> SourceTexts:
             f"cannot read {path}: unknown file type {path.suffix or '(no extension)'!r}; "
             f"pass --data {SOURCE_HELP}"
         )
-    return SourceTexts(texts, source_str, f"{len(texts):,} stories from {path} ({kind})")
+    return texts, kind
 
 
-def load_default_texts() -> SourceTexts:
-    """tinystories-10k (cache, then hub); if the hub can't be reached, the demo corpus and a one-line reason.
+def load_default_texts(name: str = TINYSTORIES_NAME) -> SourceTexts:
+    """The hub dataset `name` (hub, else cache); if neither has it, the demo corpus and a one-line reason.
 
     Only an unreachable or missing hub dataset falls back; a corrupt cached file is still an error.
     """
     try:
-        return load_texts(TINYSTORIES_NAME)
+        return load_texts(name)
     except HubUnavailableError as error:
         reason = (
-            f"{TINYSTORIES_NAME} is not cached and the Hugging Face hub cannot be reached ({error.cause}); "
+            f"{name} is not cached and the Hugging Face hub cannot be reached ({error.cause}); "
             "using the built-in demo corpus instead (pass --data to choose a source)"
         )
         demo = _demo_texts()
         return SourceTexts(demo.texts, demo.name, demo.description, fallback_reason=reason)
-
-
-def download_tinystories() -> Path:
-    """Local path of the tinystories-10k parquet data: the HF cache first, then the hub.
-
-    The single network boundary of the package. Returns one parquet file, or the folder holding the
-    dataset's parquet shards when it has several. Raises the hub's own exceptions; callers translate.
-    """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    kwargs = {"repo_id": TINYSTORIES_REPO, "repo_type": "dataset", "allow_patterns": ["*.parquet"]}
-    try:
-        folder = Path(snapshot_download(local_files_only=True, **kwargs))
-        shards = sorted(folder.rglob("*.parquet"))
-    except LocalEntryNotFoundError:
-        shards = []
-    if not shards:  # not cached, or a cached snapshot without its data files: ask the hub
-        folder = Path(snapshot_download(**kwargs))
-        shards = sorted(folder.rglob("*.parquet"))
-    if not shards:
-        raise FileNotFoundError(f"no parquet files in the {TINYSTORIES_REPO} snapshot at {folder}")
-    return shards[0] if len(shards) == 1 else folder
-
-
-def _hub_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean "the hub or its cache could not give us the dataset", across hub versions
-    (older huggingface_hub raises requests' errors, newer ones httpx's, which are not OSErrors)."""
-    from huggingface_hub import errors
-
-    found: list[type[BaseException]] = [OSError, errors.HfHubHTTPError, errors.EntryNotFoundError]
-    for module_name in ("httpx2", "httpx", "requests"):
-        try:
-            module = __import__(module_name)
-        except ImportError:
-            continue
-        for attribute in ("HTTPError", "RequestException"):
-            if isinstance(getattr(module, attribute, None), type):
-                found.append(getattr(module, attribute))
-    return tuple(found)
-
-
-def _tinystories_path() -> Path:
-    try:
-        return download_tinystories()
-    except _hub_errors() as error:
-        cause = type(error).__name__
-        raise HubUnavailableError(
-            f"cannot download {TINYSTORIES_NAME} from the Hugging Face hub (offline? {cause}): "
-            f"pass --data PATH to a local parquet/txt/jsonl file, or --data {DEMO_NAME}",
-            cause=cause,
-        ) from None
 
 
 def _demo_texts() -> SourceTexts:
