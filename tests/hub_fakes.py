@@ -15,7 +15,7 @@ from typing import Any
 import huggingface_hub
 import pytest
 from huggingface_hub import constants as hub_constants
-from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
 from huggingface_hub.utils import filter_repo_objects
 
 REAL_SNAPSHOT_DOWNLOAD = huggingface_hub.snapshot_download
@@ -78,14 +78,16 @@ class FakeHub:
         return self.repos[repo_id]
 
     def _list_repo_files(self, repo_id: str, **_: Any) -> list[str]:
+        if hub_constants.HF_HUB_OFFLINE:  # as the real client does
+            raise OfflineModeIsEnabled("Cannot reach https://huggingface.co: offline mode is enabled.")
         return sorted(self._files(repo_id))
 
     def _snapshot_download(self, repo_id: str, *, revision: str | None = None,
                            allow_patterns: list[str] | None = None, local_files_only: bool = False,
                            **kwargs: Any) -> str:
-        if local_files_only:
+        if local_files_only or hub_constants.HF_HUB_OFFLINE:
             return REAL_SNAPSHOT_DOWNLOAD(repo_id, revision=revision, allow_patterns=allow_patterns,
-                                          local_files_only=True, **kwargs)
+                                          local_files_only=local_files_only, **kwargs)
         files = self._files(repo_id)
         self.downloads.append((repo_id, revision, allow_patterns))
         wanted = list(filter_repo_objects(sorted(files), allow_patterns=allow_patterns))

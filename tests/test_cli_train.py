@@ -102,6 +102,45 @@ def test_without_data_and_offline_it_says_so_and_trains_on_the_demo_corpus(tmp_p
     assert strict.exit_code == 1 and "--data" in strict.stderr
 
 
+@pytest.mark.parametrize(("preset", "name"), [("mac", "tinystories"), ("tiny", "tinystories-10k")])
+def test_without_data_a_preset_trains_on_its_default_hub_dataset(
+    tmp_path: Path, monkeypatch, sample_parquet: Path, preset: str, name: str
+):
+    from hub_fakes import FakeHub, use_offline_cache
+
+    from mlxstory.cli.train_command import choose_data
+
+    text = tmp_path / "TinyStories-train.txt"
+    text.write_text("One story.\n<|endoftext|>\nAnother story.\n<|endoftext|>\n", "utf-8")
+    FakeHub(monkeypatch, tmp_path / "cache", {
+        "roneneldan/TinyStories": {"TinyStories-train.txt": text},
+        "flpelerin/tinystories-10k": {"data/train.parquet": sample_parquet},
+    })
+    texts = choose_data(None, preset)["texts"]
+    assert texts.name == name and texts.fallback_reason is None
+    assert len(texts.texts) == (2 if preset == "mac" else 2450)
+
+    use_offline_cache(monkeypatch, tmp_path / "empty-cache")  # same offline rule as ever: demo, and why
+    texts = choose_data(None, preset)["texts"]
+    assert texts.name == "demo" and texts.fallback_reason.startswith(f"{name} is not cached")
+
+
+def test_a_run_over_too_little_data_warns_once_with_the_numbers(tmp_path: Path, sample_texts: list[str]):
+    data = tmp_path / "few.txt"
+    data.write_text("\n<|endoftext|>\n".join(sample_texts[:8]), "utf-8")
+    run = tmp_path / "run"
+    result = invoke("--data", str(data), *FAST, "--iterations", "150", "--out", str(run))
+    assert result.exit_code == 0, result.output
+    info = json.loads((run / "run.json").read_text())
+    assert info["epochs"] == pytest.approx(150 * 4 * 64 / info["train_tokens"]) and info["epochs"] > 10
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and f"{info['epochs']:,.1f} times" in warnings[0]
+    assert f"{info['train_tokens']:,}" in warnings[0] and "fewer --iterations" in warnings[0]
+    start = records(run)[0]
+    assert (start["train_tokens"], start["epochs"]) == (info["train_tokens"], pytest.approx(info["epochs"]))
+    assert [r["event"] for r in records(run)].count("warning") == 1
+
+
 def test_a_diverging_run_exits_non_zero_with_the_reason(tmp_path: Path, sample_parquet: Path):
     run = tmp_path / "run"
     result = invoke("--data", str(sample_parquet), *FAST, "--iterations", "50", "--lr", "1e30",

@@ -202,3 +202,33 @@ def test_resuming_a_finished_run_says_how_to_go_further(tmp_path, small_corpus):
     list(train(run))
     events = list(train(run, resume=True))
     assert events[-1].reason == "completed" and "--iterations" in events[-1].message
+
+
+def test_a_run_that_would_pass_over_its_data_too_often_warns_once_with_the_numbers(tmp_path, sample_texts):
+    from mlxstory.data.token_store import TokenStore
+    from mlxstory.training.events import Warning
+
+    corpus = SourceTexts(sample_texts[:40], "sample-40", "40 stories")
+    run = make_run(tmp_path / "run", corpus, *configs(training_iterations=2000))
+    train_tokens = len(TokenStore.open(run / "data").split_tokens("train"))
+    epochs = 2000 * 8 * 32 / train_tokens
+    assert epochs > 10
+    info = json.loads((run / "run.json").read_text())
+    assert info["train_tokens"] == train_tokens and info["epochs"] == pytest.approx(epochs, rel=1e-4)
+
+    events = train(run)
+    start, warning, first_step = next(events), next(events), next(events)
+    events.close()  # the warning comes before any step: no need to train 2,000 of them
+    assert isinstance(start, RunStarted) and start.train_tokens == train_tokens
+    assert start.epochs == pytest.approx(epochs)
+    assert isinstance(warning, Warning) and isinstance(first_step, StepCompleted)
+    assert f"{epochs:,.1f} times" in warning.message and f"{train_tokens:,}" in warning.message
+    assert "--iterations" in warning.message and "more data" in warning.message
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["message"] for r in logged if r["event"] == "warning"] == [warning.message]
+
+    # Fewer --iterations on resume: run.json follows, and there is nothing to warn about.
+    resumed = list(train(run, resume=True, overrides={"training_iterations": 3}))
+    assert not [e for e in resumed if isinstance(e, Warning)]
+    assert resumed[0].epochs == pytest.approx(3 * 8 * 32 / train_tokens) and resumed[0].epochs < 1
+    assert json.loads((run / "run.json").read_text())["epochs"] == pytest.approx(resumed[0].epochs, rel=1e-4)

@@ -45,6 +45,7 @@ def replay_events(run: Path, steps: int = 120, total: int = 200, finished: bool 
     events: list[Event] = [RunStarted(
         run_dir=str(run), preset="tiny", dataset="tinystories-sample.parquet", device="cpu",
         parameter_count=145_536, start_step=0, total_steps=total, tokens_per_step=2048,
+        train_tokens=102_400, epochs=total * 2048 / 102_400,
     )]
     for n in range(1, steps + 1):
         loss = 2.0 + 4.0 * math.exp(-n / 30) + 0.1 * math.sin(n)
@@ -134,7 +135,8 @@ async def test_replay_shows_last_step_chart_points_and_best_checkpoint(replay_ru
         assert any("checkpoints/step-000120.safetensors" in text for text in log)
         header = app.query_one(RunHeader).view
         assert (header.run_name, header.preset, header.status) == ("story-run", "tiny", "interrupted")
-        assert "step 120/200" in rendered(app.query_one(ProgressPanel))
+        assert "step 120/200 · epoch 2.4/4.0" in rendered(app.query_one(ProgressPanel))
+        assert "tinystories-sample.parquet (102k tok)" in rendered(app.query_one(RunHeader))
         assert "best   step 100 val 2.1" in rendered(app.query_one(CheckpointsPanel))
 
         # Shrinking to the smallest supported terminal and growing again keeps every panel on screen.

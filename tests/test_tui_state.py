@@ -39,6 +39,22 @@ def test_eta_follows_the_pace_of_recent_steps() -> None:
     assert state.header().status == "interrupted"
 
 
+def test_train_tokens_and_passes_over_them_come_from_the_start_event() -> None:
+    state = DashboardState()
+    state.apply(RunStarted(
+        run_dir="/runs/demo", preset="mac", dataset="tinystories", device="gpu", parameter_count=1000,
+        start_step=0, total_steps=100, tokens_per_step=512, train_tokens=1024, epochs=50.0,
+    ))
+    for n in range(1, 5):
+        state.apply(step(n))
+    assert state.header().train_tokens == 1024
+    assert (state.progress().epoch, state.progress().epochs) == (2.0, 50.0)
+    old = DashboardState()  # a log from before runs recorded their data: nothing invented
+    old.apply(start())
+    old.apply(step(1))
+    assert old.header().train_tokens is None and old.progress().epochs is None
+
+
 def test_best_checkpoint_is_the_lowest_val_loss_not_the_latest() -> None:
     state = DashboardState()
     state.apply(start())

@@ -56,6 +56,7 @@ class HeaderView:
     world_size: int = 1
     elapsed_seconds: float = 0.0
     status: str = "waiting"
+    train_tokens: int | None = None  # None: a log from before runs recorded it
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ class ProgressView:
     grad_norm: float | None = None
     peak_memory_bytes: int | None = None
     finished: bool = False
+    epoch: float | None = None  # passes over the train split so far, and planned (None: not recorded)
+    epochs: float | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,7 @@ class DashboardState:
             world_size=info.world_size,
             elapsed_seconds=self.elapsed_seconds,
             status=self.status,
+            train_tokens=info.train_tokens or None,
         )
 
     def progress(self) -> ProgressView:
@@ -212,6 +216,8 @@ class DashboardState:
         per_step = self._step_seconds.value
         done = self.finished is not None
         eta = None if done or per_step is None else max(0, total - self.step) * per_step
+        info = self.info
+        known = info is not None and info.train_tokens > 0
         return ProgressView(
             step=self.step,
             total_steps=total,
@@ -222,6 +228,8 @@ class DashboardState:
             grad_norm=last.grad_norm if last else None,
             peak_memory_bytes=last.peak_memory_bytes if last else None,
             finished=done,
+            epoch=self.step * info.tokens_per_step / info.train_tokens if known else None,
+            epochs=info.epochs if known else None,
         )
 
     def checkpoints(self) -> CheckpointsView:

@@ -66,7 +66,8 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 class RunHeader(Static):
-    """Run name, status and elapsed time; model size, device, data, preset and world size below."""
+    """Run name, status and elapsed time; model size, device, data (and its train tokens), preset and world
+    size below."""
 
     view: reactive[HeaderView] = reactive(HeaderView)
 
@@ -82,7 +83,7 @@ class RunHeader(Static):
         details = [
             f"{format_count(view.parameter_count)} params" if view.parameter_count else "",
             view.device,
-            view.dataset,
+            f"{view.dataset} ({format_count(view.train_tokens)} tok)" if view.train_tokens else view.dataset,
             f"preset {view.preset}" if view.preset else "",
             f"{view.world_size} procs" if view.world_size > 1 else "1 proc",
         ]
@@ -91,7 +92,8 @@ class RunHeader(Static):
 
 
 class ProgressPanel(Static):
-    """Step bar with ETA, then the per-step numbers a user watches: loss, tokens/s, lr, grad norm, memory."""
+    """Step bar (with passes over the train split so far / planned) and ETA, then the per-step numbers a user
+    watches: loss, tokens/s, lr, grad norm, memory."""
 
     view: reactive[ProgressView] = reactive(ProgressView)
 
@@ -103,8 +105,9 @@ class ProgressPanel(Static):
         bar.add_column(ratio=1)
         bar.add_column(no_wrap=True, justify="right")
         eta = "done" if view.finished else f"ETA {format_duration(view.eta_seconds)}"
+        epochs = f" · epoch {view.epoch:.1f}/{view.epochs:.1f}" if view.epochs is not None else ""
         bar.add_row(
-            f"step {view.step}/{view.total_steps}",
+            f"step {view.step}/{view.total_steps}{epochs}",
             ProgressBar(total=total, completed=min(view.step, total)),
             f"{100 * view.step / total:3.0f}%  {eta}",
         )

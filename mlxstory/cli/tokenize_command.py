@@ -49,7 +49,8 @@ def tokenize(
             metavar="SOURCE",
             help="A .parquet (column `text`, else the first string column), .txt (stories split on "
             "<|endoftext|> or blank lines) or .jsonl (`text` field) file, a folder of .parquet files, "
-            "`tinystories-10k` (Hugging Face hub, cached) or `demo` (the built-in generated corpus).",
+            "a Hugging Face dataset `hf:OWNER/NAME[@REVISION][:PATTERN]`, `tinystories` (all of "
+            "roneneldan/TinyStories), `tinystories-10k` or `demo` (the built-in generated corpus).",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Folder for the token store.")],

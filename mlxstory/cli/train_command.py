@@ -15,6 +15,9 @@ from mlxstory.cli.app import app
 from mlxstory.errors import MlxstoryError
 from mlxstory.formats.config import DEFAULT_PRESET, PRESETS
 
+# The data a preset trains on without --data: big models need big data (the epochs warning says why).
+PRESET_DATA = {"mac": "tinystories"}
+DEFAULT_DATA = "tinystories-10k"
 RESUME_CONFLICTS = ("--data", "--preset", "--config", "--train-config", "--out", "--batch-size", "--seed")
 
 
@@ -43,12 +46,13 @@ def overrides(**values: Any) -> dict[str, Any]:
     return {names[key]: value for key, value in given.items()}
 
 
-def choose_data(data: str | None) -> dict[str, Any]:
-    """`create_run` keyword for the data: a token store folder, or the texts of a source."""
+def choose_data(data: str | None, preset: str = DEFAULT_PRESET) -> dict[str, Any]:
+    """`create_run` keyword for the data: a token store folder, or the texts of a source; without --data,
+    the preset's default source (demo corpus with a warning when the hub has it neither cached nor online)."""
     from mlxstory.data import sources
 
     if data is None:
-        return {"texts": sources.load_default_texts()}
+        return {"texts": sources.load_default_texts(PRESET_DATA.get(preset, DEFAULT_DATA))}
     if Path(data).is_dir() and (Path(data) / "manifest.json").is_file():
         return {"store_dir": Path(data)}
     return {"texts": sources.load_texts(data)}
@@ -72,7 +76,7 @@ def prepare_new_run(
     out = out or default_run_path(preset)
     check_new_run_path(out)  # before reading any data: fail fast, overwrite nothing
 
-    chosen = choose_data(data)
+    chosen = choose_data(data, preset)
     with progress_bars() as bar:
         bars = {"merges": bar("training tokenizer (merges)"), "encode": bar("encoding stories")}
         run = create_run(out, model_config=model_config, train_config=train_settings, preset=preset,
@@ -159,9 +163,12 @@ def close_trackers(trackers: Any) -> None:
 def train_command(
     data: Annotated[
         str | None,
-        typer.Option("--data", metavar="SOURCE", show_default="tinystories-10k, or demo when offline",
+        typer.Option("--data", metavar="SOURCE",
+                     show_default="tinystories for --preset mac, else tinystories-10k; demo when offline",
                      help="A .parquet/.txt/.jsonl file, a parquet folder, a token store made by `mlxstory "
-                     "tokenize`, `tinystories-10k` (strict: fails offline) or `demo` (built-in corpus)."),
+                     "tokenize`, a hub dataset `hf:OWNER/NAME[@REVISION][:PATTERN]`, `tinystories` (all of "
+                     "roneneldan/TinyStories), `tinystories-10k` (named: fail offline unless cached) or "
+                     "`demo` (built-in corpus)."),
     ] = None,
     preset: Annotated[
         str | None,

@@ -35,8 +35,10 @@ def format_duration(seconds: float) -> str:
 def describe_start(event: RunStarted) -> str:
     where = f"from step {event.start_step}" if event.start_step else "from scratch"
     ranks = f" x {event.world_size} ranks" if event.world_size > 1 else ""
+    data = (f" ({event.train_tokens:,} train tokens, {event.epochs:,.2f} epochs planned)"
+            if event.train_tokens else "")
     return (f"training {event.run_dir} {where} to step {event.total_steps}: {event.parameter_count:,} "
-            f"parameters, preset {event.preset}, data {event.dataset}, device {event.device}{ranks}, "
+            f"parameters, preset {event.preset}, data {event.dataset}{data}, device {event.device}{ranks}, "
             f"{event.tokens_per_step:,} tokens/step")
 
 

@@ -34,6 +34,8 @@ class RunStarted(Event):
     world_size: int = 1
     model_config: dict[str, Any] = field(default_factory=dict)
     train_config: dict[str, Any] = field(default_factory=dict)
+    train_tokens: int = 0  # tokens in the train split (0: a log written before this was recorded)
+    epochs: float = 0.0  # planned passes over the train split: total_steps * tokens_per_step / train_tokens
 
 
 @dataclass(frozen=True)

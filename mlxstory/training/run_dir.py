@@ -1,7 +1,8 @@
 """A run directory: everything a training run needs to start, resume, and be read back later.
 
     RUN/model.ron, RUN/train.ron   the configs (RON, the original's field names)
-    RUN/run.json                   preset, dataset source, token store location, world size, created
+    RUN/run.json                   preset, dataset source, token store location, world size, created,
+                                   train tokens and planned epochs
     RUN/tokenizer.ron              the tokenizer the model's ids belong to
     RUN/data/                      the token store, when the run tokenized its own data
     RUN/metrics.jsonl              one JSON object per training event (metrics_log.py)
@@ -41,6 +42,8 @@ class RunInfo:
     world_size: int = 1
     mlxstory_version: str = __version__
     notes: list[str] = field(default_factory=list)  # e.g. why the demo corpus stood in
+    train_tokens: int = 0  # tokens in the train split
+    epochs: float = 0.0  # planned passes over it (see planned_epochs); train() updates it on --iterations
 
 
 @dataclass
@@ -56,6 +59,26 @@ class Run:
 
     def save_train_config(self) -> None:
         save_config(self.train_config, self.path / "train.ron")
+
+    def save_info(self) -> None:
+        _write_info(self.path, self.info)
+
+
+def tokens_per_step(model_config: ModelConfig, train_config: TrainConfig, world_size: int = 1) -> int:
+    """Tokens one optimizer step trains on, over all data-parallel processes."""
+    return (train_config.contexts_per_batch * model_config.context_length * train_config.gradient_accumulation
+            * world_size)
+
+
+def planned_epochs(iterations: int, step_tokens: int, train_tokens: int) -> float:
+    """How many times `iterations` steps of `step_tokens` pass over a train split of `train_tokens`."""
+    return iterations * step_tokens / train_tokens if train_tokens > 0 else 0.0
+
+
+def _write_info(path: Path, info: RunInfo) -> None:
+    temporary = path / (RUN_FILE + ".tmp")
+    temporary.write_text(json.dumps(asdict(info), indent=1) + "\n")
+    temporary.replace(path / RUN_FILE)
 
 
 def default_run_path(preset: str, root: str | Path = "runs") -> Path:
@@ -128,9 +151,13 @@ def create_run(
         tokenizer.save(path / "tokenizer.ron")
         save_config(model_config, path / "model.ron")
         save_config(train_config, path / "train.ron")
+        train_tokens = len(store.split_tokens("train"))
+        epochs = planned_epochs(train_config.training_iterations,
+                                tokens_per_step(model_config, train_config, world_size), train_tokens)
         info = RunInfo(preset=preset, dataset=dataset, dataset_description=description, data_dir=data_dir,
-                       created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), world_size=world_size, notes=notes)
-        (path / RUN_FILE).write_text(json.dumps(asdict(info), indent=1) + "\n")
+                       created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), world_size=world_size, notes=notes,
+                       train_tokens=train_tokens, epochs=epochs)
+        _write_info(path, info)
         (path / UNFINISHED).unlink()
     except BaseException:
         if created_dir:

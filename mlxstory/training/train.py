@@ -51,7 +51,10 @@ from mlxstory.training.events import (
 )
 from mlxstory.training.metrics_log import METRICS_FILE, MetricsLog
 from mlxstory.training.optimizer import AdamW, clip_by_global_norm, learning_rate_at
-from mlxstory.training.run_dir import Run, open_run
+from mlxstory.training.run_dir import Run, open_run, planned_epochs, tokens_per_step
+
+# More planned passes over the train split than this, and `train` warns: a model this size memorises it.
+MAX_EPOCHS = 10
 
 # Stream ids mixed into the seed: training batches, and the fixed train / val evaluation windows.
 TRAIN_STREAM, EVAL_TRAIN_STREAM, EVAL_VAL_STREAM, DROPOUT_STREAM = 0, 1, 2, 3
@@ -230,13 +233,20 @@ def train(
         run.train_config.validate()
         if writes:
             run.save_train_config()
+    epochs = planned_epochs(run.train_config.training_iterations,
+                            tokens_per_step(mc, run.train_config, world_size), len(train_tokens))
+    if writes and (run.info.train_tokens, run.info.epochs) != (len(train_tokens), epochs):
+        run.info.train_tokens, run.info.epochs = len(train_tokens), epochs  # e.g. new --iterations
+        run.save_info()
+    # Warn on a fresh run, and when a resume plans more steps; not on every plain resume.
+    warn_epochs = not resume or "training_iterations" in (overrides or {})
     mx.eval(model.parameters(), optimizer.state)
     model.train()
 
     log = MetricsLog(run.path / METRICS_FILE) if writes else None
     try:
         yield from _loop(run, model, optimizer, sampler, evaluate_batches, state, control, log, group,
-                         keep_checkpoints)
+                         keep_checkpoints, len(train_tokens), warn_epochs)
     except BaseException as error:
         if log is not None and not isinstance(error, GeneratorExit):
             log.write(RunFinished(step=state.step, reason="error", checkpoint=None,
@@ -258,12 +268,15 @@ def _loop(
     log: MetricsLog | None,
     group: Any,
     keep_checkpoints: int,
+    train_tokens: int,
+    warn_epochs: bool,
 ) -> Iterator[Event]:
     mc, tc = run.model_config, run.train_config
     world_size = 1 if group is None else group.size()
     rank = 0 if group is None else group.rank()
-    tokens_per_step = tc.contexts_per_batch * mc.context_length * tc.gradient_accumulation * world_size
+    step_tokens = tokens_per_step(mc, tc, world_size)
     total = tc.training_iterations
+    epochs = planned_epochs(total, step_tokens, train_tokens)
     step_fn = make_train_step(model, optimizer, tc, group)
     evaluate = make_evaluator(model, evaluate_batches)
     last_saved = state.step
@@ -293,11 +306,13 @@ def _loop(
     yield emit(RunStarted(
         run_dir=str(run.path), preset=run.info.preset, dataset=run.info.dataset, device=device_name(),
         parameter_count=model.parameter_count(), start_step=state.step, total_steps=total,
-        tokens_per_step=tokens_per_step, world_size=world_size, model_config=asdict(mc),
-        train_config=asdict(tc),
+        tokens_per_step=step_tokens, world_size=world_size, model_config=asdict(mc),
+        train_config=asdict(tc), train_tokens=train_tokens, epochs=epochs,
     ))
     for note in run.info.notes if state.step == 0 else []:
         yield emit(Warning(message=note, step=0))
+    if warn_epochs and epochs > MAX_EPOCHS:
+        yield emit(Warning(message=epochs_warning(total, step_tokens, train_tokens), step=state.step))
     if state.step >= total:
         yield emit(RunFinished(step=state.step, reason="completed", checkpoint=last_checkpoint,
                                message=f"already at step {state.step} of {total}; "
@@ -326,10 +341,10 @@ def _loop(
         state.step += 1
         seconds = time.perf_counter() - started
         state.elapsed_seconds += seconds
-        state.tokens_seen += tokens_per_step
+        state.tokens_seen += step_tokens
         yield emit(StepCompleted(
             step=state.step, loss=loss_value, lr=lr, grad_norm=norm_value,
-            tokens_per_second=tokens_per_step / seconds, peak_memory_bytes=peak_memory_bytes(),
+            tokens_per_second=step_tokens / seconds, peak_memory_bytes=peak_memory_bytes(),
             elapsed_seconds=state.elapsed_seconds,
         ))
         if state.step % tc.evaluation_interval == 0 or state.step == total:
@@ -351,6 +366,16 @@ def _loop(
         return
     yield emit(RunFinished(step=state.step, reason="completed", checkpoint=last_checkpoint,
                            message=f"trained {total} steps; best val loss {state.best_val_loss:.4f}"))
+
+
+def epochs_warning(iterations: int, step_tokens: int, train_tokens: int) -> str:
+    """Why passing over the train split many times is a problem, with the numbers and what to do."""
+    epochs = planned_epochs(iterations, step_tokens, train_tokens)
+    ten_passes = max(1, MAX_EPOCHS * train_tokens // step_tokens)
+    return (f"this run passes over its train split {epochs:,.1f} times ({iterations:,} steps x "
+            f"{step_tokens:,} tokens = {iterations * step_tokens:,} tokens; the train split has "
+            f"{train_tokens:,}), so the model will memorise it rather than learn to write: give it more data "
+            f"(e.g. --data tinystories) or fewer --iterations ({ten_passes:,} is {MAX_EPOCHS} passes)")
 
 
 def _diverged(emit, step: int, detail: str, last_checkpoint: str | None, run_path: Path):
