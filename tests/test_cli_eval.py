@@ -57,6 +57,44 @@ def test_data_file_is_tokenized_with_the_runs_tokenizer(tiny_trained_run: Path, 
     assert result["bytes"] == sum(len(s.encode("utf-8")) for s in stories)
 
 
+def test_max_tokens_scores_a_deterministic_prefix_of_the_split(tiny_trained_run: Path):
+    from mlxstory.generation.evaluate import evaluate
+    from mlxstory.training.checkpoint import load_model
+
+    store = TokenStore.open(tiny_trained_run / "data")
+    val = store.split_tokens("val")
+    result = invoke("--run", str(tiny_trained_run), "--max-tokens", "300", "--json")
+    assert result.exit_code == 0, result.output
+    first = json.loads(result.stdout)
+    assert f"the first 300 of {len(val):,} tokens of the validation split" in result.stderr
+    text = store.tokenizer.decode(val[:300]).replace("<|endoftext|>", "")
+    assert (first["tokens"], first["bytes"]) == (300, len(text.encode("utf-8")))
+    loaded = load_model(tiny_trained_run)
+    expected = evaluate(loaded.model, val[:300], first["bytes"], start_token=store.tokenizer.eot_id)
+    assert first["loss"] == pytest.approx(expected.loss, rel=1e-5)
+    assert eval_json("--run", str(tiny_trained_run), "--max-tokens", "300")["loss"] == first["loss"]
+    # More than the split holds: the whole split, exactly as without the option.
+    whole = eval_json("--run", str(tiny_trained_run), "--max-tokens", str(10 * len(val)))
+    assert {k: whole[k] for k in KEYS} == {k: v for k, v in eval_json("--run", str(tiny_trained_run)).items()
+                                           if k in KEYS}
+
+
+def test_max_tokens_cuts_data_files_too(tiny_trained_run: Path, sample_texts: list[str], tmp_path: Path):
+    data = tmp_path / "stories.txt"
+    data.write_text("\n<|endoftext|>\n".join(sample_texts[:50]), encoding="utf-8")
+    result = eval_json("--run", str(tiny_trained_run), "--data", str(data), "--max-tokens", "500")
+    assert result["tokens"] == 500 and result["data"].startswith("the first 500 tokens of ")
+    tokenizer = Tokenizer.load(tiny_trained_run / "tokenizer.ron")
+    ids = [i for story in sample_texts[:50] for i in [*tokenizer.encode(story.strip()), tokenizer.eot_id]]
+    assert result["bytes"] == len(tokenizer.decode(ids[:500]).replace("<|endoftext|>", "").encode("utf-8"))
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_max_tokens_below_one_is_one_clear_error(tiny_trained_run: Path, value: str):
+    result = invoke("--run", str(tiny_trained_run), "--max-tokens", value)
+    assert result.exit_code == 1 and result.stderr == f"error: --max-tokens must be at least 1, got {value}\n"
+
+
 def test_text_output_names_every_metric(tiny_trained_run: Path):
     result = invoke("--run", str(tiny_trained_run))
     assert result.exit_code == 0, result.output

@@ -10,7 +10,7 @@ import pytest
 from mlxstory.data.tokenizer import Tokenizer
 from mlxstory.errors import MlxstoryError
 from mlxstory.formats.config import ModelConfig
-from mlxstory.generation.evaluate import encode_texts, evaluate
+from mlxstory.generation.evaluate import encode_texts, evaluate, prefix_bytes
 from mlxstory.model import GPT, cross_entropy
 
 VOCAB = 50
@@ -115,3 +115,20 @@ def test_encode_texts_matches_the_token_store_layout(sample_texts):
     assert (tokens == tokenizer.eot_id).sum() == len(texts) and tokens[-1] == tokenizer.eot_id
     stories = tokenizer.decode(tokens.tolist()).split("<|endoftext|>")
     assert stories[:-1] == texts
+
+
+def test_a_token_prefix_counts_the_bytes_of_the_text_it_encodes(sample_texts):
+    texts = [t.strip() for t in sample_texts[:30]]
+    tokenizer = Tokenizer.train(texts, vocab_size=200)
+    tokens, byte_count = encode_texts(texts, tokenizer)
+    first_story = len(tokenizer.encode(texts[0])) + 1  # and its <|endoftext|>, which adds no bytes
+    assert prefix_bytes(tokens[:first_story], tokenizer) == len(texts[0].encode("utf-8"))
+    assert prefix_bytes(tokens, tokenizer) == byte_count
+    # Stopping early gives the same prefix as cutting the whole stream, and its bytes.
+    prefix, prefix_byte_count = encode_texts(iter(texts), tokenizer, max_tokens=first_story + 5)
+    assert prefix.tolist() == tokens[: first_story + 5].tolist()
+    assert prefix_byte_count == len(tokenizer.decode(tokens[:first_story + 5]).replace("<|endoftext|>", "")
+                                     .encode("utf-8"))
+    assert encode_texts(texts, tokenizer, max_tokens=10**9)[1] == byte_count  # more than there is: all
+    unknown = tokenizer.encode("a cat \u2603", on_unknown="ignore")  # the snowman is not in the alphabet
+    assert tokenizer.unk_id in unknown and prefix_bytes(np.array(unknown), tokenizer) == len("a cat ") + 1

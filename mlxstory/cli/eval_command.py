@@ -17,13 +17,16 @@ def same_tokenizer(a: Any, b: Any) -> bool:
     return (a.alphabet, a.merges, a.special_tokens) == (b.alphabet, b.merges, b.special_tokens)
 
 
-def evaluation_data(loaded: Any, source: Any) -> tuple[Any, int, str]:
-    """(tokens, bytes, description): every story of `source` (SourceTexts), else the run's val split."""
-    from mlxstory.generation.evaluate import encode_texts
+def evaluation_data(loaded: Any, source: Any, max_tokens: int | None = None) -> tuple[Any, int, str]:
+    """(tokens, bytes, description): every story of `source` (SourceTexts), else the run's val split;
+    only the first `max_tokens` tokens of either when given."""
+    from mlxstory.generation.evaluate import encode_texts, token_prefix
 
     if source is not None:
-        tokens, byte_count = encode_texts(source.texts, loaded.tokenizer)
-        return tokens, byte_count, f"{source.name} ({len(source.texts):,} stories)"
+        tokens, byte_count = encode_texts(source.texts, loaded.tokenizer, max_tokens=max_tokens)
+        what = f"{source.name} ({len(source.texts):,} stories)"
+        return tokens, byte_count, (f"the first {len(tokens):,} tokens of {what}"
+                                    if max_tokens is not None and len(tokens) == max_tokens else what)
 
     from mlxstory.data.token_store import TokenStore
     from mlxstory.training.run_dir import open_run
@@ -33,8 +36,12 @@ def evaluation_data(loaded: Any, source: Any) -> tuple[Any, int, str]:
     if not same_tokenizer(store.tokenizer, loaded.tokenizer):
         raise MlxstoryError(f"the token store {run.data_path} was made with another tokenizer than "
                             f"{loaded.run_dir}; evaluate on raw text with --data SOURCE")
-    return (store.split_tokens("val"), store.split_bytes("val"),
-            f"validation split of {run.data_path} ({store.split_story_count('val'):,} stories)")
+    split = store.split_tokens("val")
+    tokens, byte_count = token_prefix(split, store.split_bytes("val"), loaded.tokenizer, max_tokens)
+    what = f"validation split of {run.data_path} ({store.split_story_count('val'):,} stories)"
+    if len(tokens) < len(split):
+        what = f"the first {len(tokens):,} of {len(split):,} tokens of the {what}"
+    return tokens, byte_count, what
 
 
 @app.command("eval")
@@ -48,11 +55,18 @@ def eval_command(
                      "train) instead of the run's validation split."),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Windows per forward pass.")] = 32,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option("--max-tokens", metavar="N", show_default="all",
+                     help="Score only the first N tokens of the split (or of --data): a deterministic "
+                     "prefix, for a quick, comparable number on a large split."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Mean loss, perplexity and bits per byte over all non-overlapping windows of held-out text.
 
     Every token is scored once (a shorter last window takes the tail); the result is deterministic.
+    --max-tokens N scores the first N tokens only: the same prefix every time, so runs still compare.
 
     Bits per byte = total loss / UTF-8 bytes of the text, so runs with other vocabularies compare.
     """
@@ -60,10 +74,12 @@ def eval_command(
     from mlxstory.data.sources import load_texts
     from mlxstory.generation.evaluate import evaluate
 
+    if max_tokens is not None and max_tokens < 1:
+        raise MlxstoryError(f"--max-tokens must be at least 1, got {max_tokens}")
     source = load_texts(data) if data is not None else None  # a bad --data fails before loading a model
     loaded = load_for_cli(run, checkpoint)
     with warnings_to_stderr():  # e.g. characters of --data the tokenizer has never seen
-        tokens, byte_count, description = evaluation_data(loaded, source)
+        tokens, byte_count, description = evaluation_data(loaded, source, max_tokens)
     typer.echo(f"evaluating on {description}: {len(tokens):,} tokens, {byte_count:,} bytes", err=True)
     start = time.perf_counter()
     with progress_bars() as bar:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from itertools import islice
 from typing import Any
 
 import mlx.core as mx
@@ -36,15 +37,50 @@ class EvalResult:
         return asdict(self)
 
 
-def encode_texts(texts: Iterable[str], tokenizer: Any) -> tuple[np.ndarray, int]:
+_ENCODE_CHUNK = 256  # stories encoded at a time: `max_tokens` stops early on a big source
+
+
+def encode_texts(
+    texts: Iterable[str], tokenizer: Any, *, max_tokens: int | None = None
+) -> tuple[np.ndarray, int]:
     """A token stream as the token store builds one (each story followed by `<|endoftext|>`) and the
-    UTF-8 bytes of the stories' text, for evaluating on a parquet/txt the run never tokenized."""
-    texts = list(texts)
+    UTF-8 bytes of the stories' text, for evaluating on a parquet/txt the run never tokenized.
+
+    With `max_tokens`, only the first `max_tokens` tokens (stories are encoded until there are enough), and
+    the bytes of the text those encode (`prefix_bytes`).
+    """
     ids: list[int] = []
-    for story in tokenizer.encode_batch(texts):
-        ids.extend(story)
-        ids.append(tokenizer.eot_id)
-    return np.array(ids, dtype=np.int64), sum(len(text.encode("utf-8")) for text in texts)
+    byte_count = 0
+    texts = iter(texts)
+    while max_tokens is None or len(ids) < max_tokens:
+        chunk = list(islice(texts, _ENCODE_CHUNK))
+        if not chunk:
+            break
+        for story in tokenizer.encode_batch(chunk):
+            ids.extend(story)
+            ids.append(tokenizer.eot_id)
+        byte_count += sum(len(text.encode("utf-8")) for text in chunk)
+    tokens = np.array(ids, dtype=np.int64)
+    if max_tokens is not None and len(tokens) > max_tokens:
+        return tokens[:max_tokens], prefix_bytes(tokens[:max_tokens], tokenizer)
+    return tokens, byte_count
+
+
+def token_prefix(tokens: np.ndarray, byte_count: int, tokenizer: Any,
+                 max_tokens: int | None) -> tuple[np.ndarray, int]:
+    """The first `max_tokens` of a split and the bytes they encode; the whole split when it is shorter."""
+    if max_tokens is None or max_tokens >= len(tokens):
+        return tokens, byte_count
+    return tokens[:max_tokens], prefix_bytes(tokens[:max_tokens], tokenizer)
+
+
+def prefix_bytes(tokens: np.ndarray, tokenizer: Any) -> int:
+    """UTF-8 bytes of the story text `tokens` encode, counted as the token store counts them:
+    `<|endoftext|>` adds none; an `<|unk|>` counts one byte (the character it stands for is lost)."""
+    ids = np.asarray(tokens)
+    ids = ids[ids != tokenizer.eot_id]
+    unknown = int(np.count_nonzero(ids == tokenizer.unk_id))
+    return len(tokenizer.decode(ids[ids != tokenizer.unk_id]).encode("utf-8")) + unknown
 
 
 def _window_batches(
