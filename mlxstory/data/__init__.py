@@ -1,4 +1,4 @@
-"""Data: story sources → BPE tokenizer → token store → training windows.
+"""Data: story sources (local files, hub datasets: hub.py) → BPE tokenizer → token store → training windows.
 
 Nothing here imports MLX except `batches` (which hands windows to the model as arrays).
 """
