@@ -12,13 +12,15 @@ from typing import Annotated, Any
 import typer
 
 from mlxstory.cli.app import app
+from mlxstory.cli.tokenize_command import TokenizerSampleOption, WorkersOption
 from mlxstory.errors import MlxstoryError
 from mlxstory.formats.config import DEFAULT_PRESET, PRESETS
 
 # The data a preset trains on without --data: big models need big data (the epochs warning says why).
 PRESET_DATA = {"mac": "tinystories"}
 DEFAULT_DATA = "tinystories-10k"
-RESUME_CONFLICTS = ("--data", "--preset", "--config", "--train-config", "--out", "--batch-size", "--seed")
+RESUME_CONFLICTS = ("--data", "--preset", "--config", "--train-config", "--out", "--batch-size", "--seed",
+                    "--tokenizer-sample")
 
 
 def next_commands(run: Path) -> str:
@@ -52,17 +54,19 @@ def choose_data(data: str | None, preset: str = DEFAULT_PRESET) -> dict[str, Any
     from mlxstory.data import sources
 
     if data is None:
-        return {"texts": sources.load_default_texts(PRESET_DATA.get(preset, DEFAULT_DATA))}
+        return {"texts": sources.open_default_source(PRESET_DATA.get(preset, DEFAULT_DATA))}
     if Path(data).is_dir() and (Path(data) / "manifest.json").is_file():
         return {"store_dir": Path(data)}
-    return {"texts": sources.load_texts(data)}
+    return {"texts": sources.open_source(data)}
 
 
 def prepare_new_run(
     *, data: str | None, preset: str, config: Path | None, train_config: Path | None, out: Path | None,
-    fields: dict[str, Any], world_size: int = 1,
+    fields: dict[str, Any], world_size: int = 1, workers: int | None = None,
+    tokenizer_sample: str | None = None,
 ) -> Path:
-    from mlxstory.cli.tokenize_command import progress_bars
+    from mlxstory.cli.tokenize_command import parse_bytes, progress_bars
+    from mlxstory.data.parallel import check_workers, physical_cores
     from mlxstory.formats.config import ModelConfig, TrainConfig, load_config, load_preset
     from mlxstory.training.run_dir import check_new_run_path, create_run, default_run_path
 
@@ -75,13 +79,17 @@ def prepare_new_run(
     train_settings.validate()
     out = out or default_run_path(preset)
     check_new_run_path(out)  # before reading any data: fail fast, overwrite nothing
+    sample = parse_bytes(tokenizer_sample)
+    workers = check_workers(workers) if workers is not None else physical_cores()
 
     chosen = choose_data(data, preset)
     with progress_bars() as bar:
-        bars = {"merges": bar("training tokenizer (merges)"), "encode": bar("encoding stories")}
+        unit = getattr(chosen.get("texts"), "unit", "")
+        bars = {"read": bar("reading stories, counting words", unit),
+                "merges": bar("training tokenizer (merges)"), "encode": bar("encoding stories", unit)}
         run = create_run(out, model_config=model_config, train_config=train_settings, preset=preset,
                          progress=lambda phase, done, total: bars[phase](done, total), world_size=world_size,
-                         **chosen)
+                         workers=workers, tokenizer_sample=sample, **chosen)
     return run.path
 
 
@@ -219,6 +227,8 @@ def train_command(
                      help="Also log to TensorBoard (RUN/tensorboard) and/or Weights & Biases (RUN/wandb, "
                      "offline unless WANDB_MODE is set); comma-separated."),
     ] = None,
+    workers: WorkersOption = None,
+    tokenizer_sample: TokenizerSampleOption = None,
 ) -> None:
     """Train a story model: tokenize the data into a new run directory, then train with live progress.
 
@@ -235,7 +245,7 @@ def train_command(
         tracker_names = parse_tracker_names(report_to)  # before any data is read: fail fast
     if resume is not None:
         given = dict(zip(RESUME_CONFLICTS, (data, preset, config, train_config, out,
-                                            batch_size, seed), strict=True))
+                                            batch_size, seed, tokenizer_sample), strict=True))
         clashing = [name for name, value in given.items() if value is not None]
         if clashing:
             raise MlxstoryError(f"{', '.join(clashing)} cannot be combined with --resume: a resumed run "
@@ -256,7 +266,8 @@ def train_command(
         else:
             run = prepared_by_rank0(lambda: prepare_new_run(
                 data=data, preset=preset or DEFAULT_PRESET, config=config, train_config=train_config, out=out,
-                fields=fields, world_size=world_size_of(group)), group)
+                fields=fields, world_size=world_size_of(group), workers=workers,
+                tokenizer_sample=tokenizer_sample), group)
 
     use_tui = rank_of(group) == 0 and (sys.stdout.isatty() if tui is None else tui)
     trainer = train_with_dashboard if use_tui else train_with_console

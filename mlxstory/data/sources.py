@@ -1,17 +1,23 @@
-"""Where stories come from: local files, Hugging Face hub datasets, or the built-in demo corpus.
+"""Where stories come from: local files, the tinystories-10k hub dataset, or the built-in demo corpus.
 
-Every source becomes a `SourceTexts`: a list of stripped, non-empty stories plus a name and a one-line
-description that the token store and the run record, so a run always says what it was trained on.
+A source is streamed: `open_source` returns a `FileSource` (files read a chunk of whole stories at a
+time: .txt and .jsonl in blocks of bytes, parquet by record batch, a folder's shards in name order) or a
+`SourceTexts` (stories already in memory: the demo corpus, tests, small callers). Both have a name and a
+one-line description that the token store and the run record, and `chunks()`: pieces that a worker
+process turns into stripped, non-empty stories with `Chunk.stories()`, in source order. `load_texts`
+still reads a whole (small) source into a `SourceTexts`.
 Hub sources (`hf:OWNER/NAME`, `tinystories`, `tinystories-10k`) are resolved by hub.py into files in the
-Hugging Face cache, which are then read like local files; nothing here touches the network.
+Hugging Face cache, which are then streamed like local files; nothing here touches the network.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlxstory.data import hub
 from mlxstory.data.hub import HubUnavailableError
@@ -22,25 +28,136 @@ TINYSTORIES_FULL_NAME = "tinystories"
 DEMO_NAME = "demo"
 EOT_MARKER = "<|endoftext|>"
 SUFFIXES = (".parquet", ".txt", ".jsonl")
-SOURCE_HELP = ("a .parquet, .txt or .jsonl file, a folder of .parquet files, hf:OWNER/NAME, tinystories, "
-               "tinystories-10k, or demo")
+SOURCE_HELP = ("a .parquet, .txt or .jsonl file, a folder of such files (one kind), hf:OWNER/NAME, "
+               "tinystories, tinystories-10k, or demo")
+CHUNK_BYTES = 4 << 20  # text per chunk: big enough to amortise a task, small enough to bound memory
+_KINDS = {".parquet": "parquet", ".txt": "text", ".jsonl": "jsonl"}
 
 _BLANK_LINES = re.compile(r"\n[ \t]*\n")
+_BLANK_LINE_BYTES = re.compile(rb"\n[ \t]*\r?\n")  # a blank line before "\r\n" becomes "\n" is dropped
+_MARKER_BYTES = EOT_MARKER.encode()
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Whole stories from one file, not yet parsed (bytes of .txt/.jsonl, a parquet string array) or
+    already in memory (`kind` "list"). Small to pickle, so worker processes do the parsing."""
+
+    kind: str  # "text", "jsonl", "parquet" or "list"
+    payload: Any
+    path: str = ""  # the file, for error messages
+    offset: int = 0  # byte offset of the payload in its file (text, jsonl)
+    marker: bool = False  # text: stories end with <|endoftext|> (else blank lines separate them)
+    size: int = 0  # progress units (bytes, rows or stories) this chunk stands for
+
+    def stories(self) -> list[str]:
+        """The stories in source order: stripped, empty ones dropped (a "list" chunk is kept as given)."""
+        if self.kind == "list":
+            return list(self.payload)
+        if self.kind == "parquet":
+            return _clean(self.payload.to_pylist())
+        text = _decode(self.payload, self.path, self.offset)
+        if self.kind == "text":
+            return _clean(text.split(EOT_MARKER) if self.marker else _BLANK_LINES.split(text))
+        return _clean(_jsonl_texts(text, self.path, self.offset))
 
 
 @dataclass(frozen=True)
 class SourceTexts:
-    """Stories from one source. `name` is what was asked for (a path, tinystories-10k or demo);
-    `fallback_reason` is set when the default source was unavailable and the demo corpus stood in."""
+    """Stories in memory. `name` is what was asked for (a path, tinystories-10k or demo);
+    `fallback_reason` is set when the default source was unavailable and the demo corpus stood in.
+    Its stories are taken as they are (no stripping): callers that build it own its content."""
 
     texts: list[str]
     name: str
     description: str
     fallback_reason: str | None = None
+    unit = "stories"
+
+    @property
+    def total(self) -> int:
+        return len(self.texts)
+
+    def chunks(self, stories_per_chunk: int = 4096) -> Iterator[Chunk]:
+        for first in range(0, len(self.texts), stories_per_chunk):
+            part = self.texts[first : first + stories_per_chunk]
+            yield Chunk("list", part, size=len(part))
 
 
-def load_texts(source: str | Path) -> SourceTexts:
-    """Read the stories of `source`: a file path, a hub dataset (`hf:OWNER/NAME`, `tinystories`,
+@dataclass(frozen=True)
+class FileSource:
+    """Stories streamed from local files of one kind, read in the order given."""
+
+    files: tuple[Path, ...]
+    kind: str  # "text", "jsonl" or "parquet"
+    name: str
+    description: str
+    fallback_reason: str | None = None
+    where: str = ""  # what an empty-source error names (a file or folder)
+    total: int = 0  # progress units: rows for parquet, else bytes
+    text_bytes: int = 0  # about how much text (parquet: uncompressed size), e.g. to size a sample
+    chunk_bytes: int = CHUNK_BYTES
+    hub_files: hub.HubFiles | None = None  # where a hub dataset's files came from (commit, cache folder)
+
+    @property
+    def unit(self) -> str:
+        return "rows" if self.kind == "parquet" else "bytes"
+
+    def chunks(self, chunk_bytes: int | None = None) -> Iterator[Chunk]:
+        chunk_bytes = chunk_bytes or self.chunk_bytes
+        for file in self.files:
+            if self.kind == "parquet":
+                yield from _parquet_chunks(file, chunk_bytes)
+            else:
+                yield from _byte_chunks(file, self.kind, chunk_bytes)
+
+    def describe(self, stories: int) -> str:
+        """One line for run.json and the token store, once the stories are counted."""
+        if self.hub_files is not None:
+            return self.hub_files.describe(stories)
+        folder = len(self.files) > 1 or Path(self.where).is_dir()
+        return f"{stories:,} stories from {self.where} ({self.kind}{' folder' if folder else ''})"
+
+    def read_all(self) -> SourceTexts:
+        """Every story in memory, for small sources (eval --data, tests)."""
+        texts = [story for chunk in self.chunks() for story in chunk.stories()]
+        if not texts:
+            raise DataError(f"no stories in {self.where}: the source is empty; pass --data {SOURCE_HELP}")
+        return SourceTexts(texts, self.name, self.describe(len(texts)), self.fallback_reason)
+
+
+Source = FileSource | SourceTexts
+
+
+def open_files(files: Sequence[str | Path], name: str, description: str | None = None,
+               *, where: str | Path | None = None, hub_files: hub.HubFiles | None = None) -> FileSource:
+    """A streaming source over local files of one kind (.parquet, .txt or .jsonl), read in the order
+    given. Nothing is read yet beyond sizes and parquet footers."""
+    paths = tuple(Path(f) for f in files)
+    if not paths:
+        raise DataError(f"no data files for {name}; pass --data {SOURCE_HELP}")
+    kinds = {_KINDS.get(p.suffix.lower()) for p in paths}
+    if None in kinds:
+        bad = next(p for p in paths if p.suffix.lower() not in _KINDS)
+        raise DataError(f"cannot read {bad}: unknown file type {bad.suffix or '(no extension)'!r}; "
+                        f"pass --data {SOURCE_HELP}")
+    if len(kinds) > 1:
+        raise DataError(f"{where or name} mixes {' and '.join(sorted(kinds))} files; pass --data one file "
+                        "or a folder of one kind")
+    kind = kinds.pop()
+    size = sum(p.stat().st_size for p in paths)
+    total, text_bytes = size, size
+    if kind == "parquet":
+        sizes = [_parquet_size(p) for p in paths]
+        total, text_bytes = sum(rows for rows, _ in sizes), sum(nbytes for _, nbytes in sizes)
+    where = str(where or (paths[0] if len(paths) == 1 else paths[0].parent))
+    files_text = str(paths[0]) if len(paths) == 1 else f"{len(paths)} {kind} files in {where}"
+    return FileSource(paths, kind, name, description or f"{files_text} ({kind}, {size / 1e6:,.1f} MB)",
+                      where=where, total=total, text_bytes=text_bytes, hub_files=hub_files)
+
+
+def open_source(source: str | Path) -> Source:
+    """A source to stream: a file or folder path, a hub dataset (`hf:OWNER/NAME`, `tinystories`,
     `tinystories-10k`) or `demo` (names win over files)."""
     source_str = str(source)
     if source_str == DEMO_NAME:
@@ -48,40 +165,38 @@ def load_texts(source: str | Path) -> SourceTexts:
     dataset = hub.parse(source_str)
     if dataset is not None:
         found = hub.resolve(dataset)
-        texts = [story for path in found.files for story in _read_file(path)[0]]
-        return SourceTexts(texts, source_str, found.describe(len(texts)))
+        return open_files(found.files, source_str, f"the Hugging Face dataset {dataset.repo_id} at "
+                          f"{found.commit[:12]} (cached at {found.snapshot})", where=found.snapshot,
+                          hub_files=found)
     path = Path(source_str).expanduser()
     if not path.exists():
         raise DataError(f"data source not found: {path}; pass --data {SOURCE_HELP}")
-    texts, kind = _read_file(path)
-    return SourceTexts(texts, source_str, f"{len(texts):,} stories from {path} ({kind})")
-
-
-def _read_file(path: Path) -> tuple[list[str], str]:
-    """The stories of a local file or parquet folder, and what kind of source it was."""
     if path.is_dir():
-        texts, kind = _read_parquet_stories(path), "parquet folder"
-    elif path.suffix.lower() == ".parquet":
-        texts, kind = _read_parquet_stories(path), "parquet"
-    elif path.suffix.lower() == ".txt":
-        texts, kind = _read_txt_stories(path), "text"
-    elif path.suffix.lower() == ".jsonl":
-        texts, kind = _read_jsonl_stories(path), "jsonl"
-    else:
-        raise DataError(
-            f"cannot read {path}: unknown file type {path.suffix or '(no extension)'!r}; "
-            f"pass --data {SOURCE_HELP}"
-        )
-    return texts, kind
+        files = sorted((p for p in path.rglob("*") if p.suffix.lower() in _KINDS and p.is_file()),
+                       key=lambda p: p.relative_to(path).parts)
+        if not files:
+            raise DataError(f"no .parquet, .txt or .jsonl files in folder {path}; pass --data {SOURCE_HELP}")
+        return open_files(files, source_str, where=path)
+    return open_files([path], source_str, where=path)
 
 
-def load_default_texts(name: str = TINYSTORIES_NAME) -> SourceTexts:
+def load_texts(source: str | Path) -> SourceTexts:
+    """Every story of `source` in memory (see `open_source`): for small data only."""
+    return _read(open_source(source))
+
+
+def _read(opened: Source) -> SourceTexts:
+    return opened if isinstance(opened, SourceTexts) else opened.read_all()
+
+
+def open_default_source(name: str = TINYSTORIES_NAME) -> Source:
     """The hub dataset `name` (hub, else cache); if neither has it, the demo corpus and a one-line reason.
 
-    Only an unreachable or missing hub dataset falls back; a corrupt cached file is still an error.
+    Only an unreachable or missing hub dataset falls back; a corrupt cached file is still an error
+    (when it is read).
     """
     try:
-        return load_texts(name)
+        return open_source(name)
     except HubUnavailableError as error:
         reason = (
             f"{name} is not cached and the Hugging Face hub cannot be reached ({error.cause}); "
@@ -89,6 +204,11 @@ def load_default_texts(name: str = TINYSTORIES_NAME) -> SourceTexts:
         )
         demo = _demo_texts()
         return SourceTexts(demo.texts, demo.name, demo.description, fallback_reason=reason)
+
+
+def load_default_texts(name: str = TINYSTORIES_NAME) -> SourceTexts:
+    """`open_default_source`, read into memory."""
+    return _read(open_default_source(name))
 
 
 def _demo_texts() -> SourceTexts:
@@ -99,70 +219,136 @@ def _demo_texts() -> SourceTexts:
     return SourceTexts(texts, DEMO_NAME, description)
 
 
-def _clean(stories: list[str], path: Path) -> list[str]:
-    """Strip every story and drop empty ones; a source with nothing left is an error."""
-    texts = [story.strip() for story in stories]
-    texts = [story for story in texts if story]
-    if not texts:
-        raise DataError(f"no stories in {path}: the source is empty; pass --data {SOURCE_HELP}")
-    return texts
+def _clean(stories: list[str | None]) -> list[str]:
+    """Strip every story and drop empty (and missing) ones."""
+    return [text for text in (story.strip() for story in stories if story is not None) if text]
 
 
-def _read_parquet_stories(path: Path) -> list[str]:
-    """Column `text`, else the first string column; a folder reads every .parquet file in it, sorted."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
-    if not files:
-        raise DataError(f"no .parquet files in folder {path}; pass --data {SOURCE_HELP}")
-    stories: list[str] = []
-    for file in files:
-        try:
-            schema = pq.read_schema(file)
-            strings = [f.name for f in schema if f.type in (pa.string(), pa.large_string())]
-            if not strings:
-                columns = ", ".join(f"{f.name} ({f.type})" for f in schema) or "none"
-                raise DataError(f"no string column in {file} (columns: {columns}); expected a `text` column")
-            column = "text" if "text" in strings else strings[0]
-            values = pq.read_table(file, columns=[column]).column(column).to_pylist()
-        except (pa.ArrowException, OSError) as error:
-            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise DataError(f"cannot read parquet file {file}: {detail}; is it a parquet file?") from None
-        stories.extend(value for value in values if value is not None)
-    return _clean(stories, path)
-
-
-def _read_utf8(path: Path) -> str:
-    data = path.read_bytes()
+def _decode(data: bytes, path: str, offset: int) -> str:
     try:
-        return data.decode("utf-8-sig").replace("\r\n", "\n")
+        text = data.decode("utf-8-sig" if offset == 0 else "utf-8")
     except UnicodeDecodeError as error:
-        raise DataError(
-            f"{path} is not UTF-8 text (invalid byte at offset {error.start}); re-save it as UTF-8"
-        ) from None
+        raise DataError(f"{path} is not UTF-8 text (invalid byte at offset {offset + error.start}); "
+                        "re-save it as UTF-8") from None
+    return text.replace("\r\n", "\n")
 
 
-def _read_txt_stories(path: Path) -> list[str]:
-    """Stories separated by `<|endoftext|>` when the file has that marker, else by blank lines."""
-    text = _read_utf8(path)
-    stories = text.split(EOT_MARKER) if EOT_MARKER in text else _BLANK_LINES.split(text)
-    return _clean(stories, path)
-
-
-def _read_jsonl_stories(path: Path) -> list[str]:
-    """One JSON object per line with a string `text` field; blank lines are skipped."""
+def _jsonl_texts(text: str, path: str, offset: int) -> list[str]:
+    """The string `text` field of one JSON object per line; blank lines are skipped."""
     stories: list[str] = []
-    for number, line in enumerate(_read_utf8(path).split("\n"), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            message = f"{path}:{number}: invalid JSON ({error.msg}); expected one object per line"
-            raise DataError(message) from None
-        text = record.get("text") if isinstance(record, dict) else None
-        if not isinstance(text, str):
-            raise DataError(f'{path}:{number}: expected an object with a string "text" field')
-        stories.append(text)
-    return _clean(stories, path)
+            where = f"{path}:{_line_number(path, offset, number)}"
+            raise DataError(f"{where}: invalid JSON ({error.msg}); expected one object per line") from None
+        story = record.get("text") if isinstance(record, dict) else None
+        if not isinstance(story, str):
+            where = f"{path}:{_line_number(path, offset, number)}"
+            raise DataError(f'{where}: expected an object with a string "text" field')
+        stories.append(story)
+    return stories
+
+
+def _line_number(path: str, offset: int, line_in_chunk: int) -> int:
+    """The file's line number of a chunk's line (counted only when there is an error to report)."""
+    if offset == 0:
+        return line_in_chunk
+    lines, left = 0, offset
+    with open(path, "rb") as file:
+        while left and (block := file.read(min(left, CHUNK_BYTES))):
+            lines, left = lines + block.count(b"\n"), left - len(block)
+    return lines + line_in_chunk
+
+
+def _byte_chunks(path: Path, kind: str, chunk_bytes: int) -> Iterator[Chunk]:
+    """Blocks of about `chunk_bytes` that end between stories (after <|endoftext|>, a blank line, or for
+    jsonl a newline), so each one parses on its own into the stories the whole file holds."""
+    marker = kind == "text" and _contains(path, _MARKER_BYTES)
+    offset, buffer = 0, b""
+    with open(path, "rb") as file:
+        while True:
+            block = file.read(chunk_bytes)
+            buffer += block
+            cut = _last_boundary(buffer, kind, marker) if block else len(buffer)
+            if cut <= 0:
+                if not buffer:
+                    return
+                continue  # one story longer than a block: read on
+            yield Chunk(kind, buffer[:cut], str(path), offset, marker, size=cut)
+            offset += cut
+            buffer = buffer[cut:]
+
+
+def _last_boundary(buffer: bytes, kind: str, marker: bool) -> int:
+    """Just past the last story separator in `buffer`, or 0 if there is none yet."""
+    if kind == "jsonl":
+        return buffer.rfind(b"\n") + 1
+    if marker:
+        found = buffer.rfind(_MARKER_BYTES)
+        return found + len(_MARKER_BYTES) if found >= 0 else 0
+    search_from = max(0, len(buffer) - 65536)
+    while True:  # the last blank line: look near the end first
+        last = None
+        for last in _BLANK_LINE_BYTES.finditer(buffer, search_from):  # noqa: B007
+            pass
+        if last is not None:
+            return last.end()
+        if search_from == 0:
+            return 0
+        search_from = 0
+
+
+def _contains(path: Path, needle: bytes) -> bool:
+    """Whether the file holds `needle` anywhere (read in blocks; usually found in the first one)."""
+    tail = b""
+    with open(path, "rb") as file:
+        while block := file.read(CHUNK_BYTES):
+            if needle in tail + block:
+                return True
+            tail = block[1 - len(needle):]
+    return False
+
+
+def _parquet_size(path: Path) -> tuple[int, int]:
+    """(rows, uncompressed bytes) from the parquet footer."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+        return meta.num_rows, sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
+    except (pa.ArrowException, OSError) as error:
+        message = f"cannot read parquet file {path}: {_first_line(error)}; is it a parquet file?"
+        raise DataError(message) from None
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def _parquet_chunks(path: Path, chunk_bytes: int) -> Iterator[Chunk]:
+    """Record batches of the story column (`text`, else the first string column) of about `chunk_bytes`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+        schema = parquet.schema_arrow
+        strings = [f.name for f in schema if f.type in (pa.string(), pa.large_string())]
+        if not strings:
+            columns = ", ".join(f"{f.name} ({f.type})" for f in schema) or "none"
+            raise DataError(f"no string column in {path} (columns: {columns}); expected a `text` column")
+        column = "text" if "text" in strings else strings[0]
+        meta = parquet.metadata
+        index = schema.get_field_index(column)
+        text_bytes = sum(meta.row_group(g).column(index).total_uncompressed_size
+                         for g in range(meta.num_row_groups))
+        rows = max(1, int(chunk_bytes * meta.num_rows / max(1, text_bytes)))
+        for batch in parquet.iter_batches(batch_size=rows, columns=[column]):
+            yield Chunk("parquet", batch.column(0), str(path), size=batch.num_rows)
+    except (pa.ArrowException, OSError) as error:
+        message = f"cannot read parquet file {path}: {_first_line(error)}; is it a parquet file?"
+        raise DataError(message) from None

@@ -5,11 +5,15 @@ last, so a folder with a manifest is a finished store:
 
 - `tokenizer.ron`  the tokenizer that produced the tokens
 - `tokens.bin`     raw token ids (uint16 while the vocab fits, else uint32): the train stories, then the
-                   val stories, each followed by `<|endoftext|>`
+                   val stories, each followed by `<|endoftext|>`, each split in source order
 - `stories.npy`    int64 [n_stories, 3]: (index in the source, first token, end token) in tokens.bin order
 - `manifest.json`  format version, source, split, per-split counts, dtype, sha256 of the two data files
 
-Training memory-maps `tokens.bin`, so a store larger than RAM still trains.
+Building streams the source twice, a chunk of stories at a time, through worker processes: first to
+decide the split and count the train stories' words (the tokenizer trains on those counts), then to
+encode. Results come back in source order, so the files are the same for any number of workers. Only
+the word counts and one chunk per worker are ever in memory. Training memory-maps `tokens.bin`, so a
+store larger than RAM still trains.
 """
 
 from __future__ import annotations
@@ -17,45 +21,53 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from itertools import chain
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from mlxstory.data.sources import SourceTexts
-from mlxstory.data.tokenizer import Tokenizer
+from mlxstory.data.parallel import WorkerPool
+from mlxstory.data.sources import Chunk, FileSource, Source, SourceTexts
+from mlxstory.data.tokenizer import Tokenizer, WordCounts
 from mlxstory.errors import DataError
 
 FORMAT = "mlxstory-token-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the split is a keyed hash of each story (v1: a permutation of story indices)
+READABLE_VERSIONS = (1, 2)
 MANIFEST_FILE = "manifest.json"
 TOKENS_FILE = "tokens.bin"
 STORIES_FILE = "stories.npy"
 TOKENIZER_FILE = "tokenizer.ron"
 SPLITS = ("train", "val")
 SPLIT_METHOD = (
-    "numpy default_rng(seed).permutation of story indices; the first round(n * val_fraction) go to val; "
-    "each split keeps source order"
+    "first 8 bytes (little-endian) of the blake2b digest (16 bytes) of each story's UTF-8 text, keyed by "
+    "the seed's decimal digits: a story is in val when they are below val_below = round(val_fraction * "
+    "2**64), moved to the lowest (or highest) digest if a split would be empty; equal stories share a "
+    "split; each split keeps source order"
 )
-_ENCODE_CHUNK = 512  # stories per encode call: bounds memory and paces the progress callback
+SAMPLE_METHOD = (
+    "train stories whose last 8 digest bytes (the split's blake2b digest) are below sample_below = "
+    "round(2**64 * tokenizer_sample / approximate train bytes): about tokenizer_sample bytes of text"
+)
+_FULL = 1 << 64
 _RERUN = "re-run `mlxstory tokenize`"
 
 Progress = Callable[[int, int], None]
 
 
-def split_indices(count: int, val_fraction: float = 0.1, seed: int = 1337) -> tuple[np.ndarray, np.ndarray]:
-    """Source indices of the (train, val) stories: deterministic for (count, val_fraction, seed).
+def split_indices(texts: Sequence[str], val_fraction: float = 0.1, seed: int = 1337
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Source indices of the (train, val) stories of `texts`, as a store built from them splits them.
 
-    Split by story, never inside one, so no val text leaks into training.
+    By story, never inside one, so no val text leaks into training; deterministic for (texts, seed).
     """
-    check_val_fraction(val_fraction)
-    if count < 2:
-        raise DataError(f"need at least 2 stories to make a train/val split, got {count}; give more data")
-    n_val = min(max(1, round(count * val_fraction)), count - 1)
-    order = np.random.default_rng(seed).permutation(count)
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
+    scan = _scan(SourceTexts(list(texts), "texts", "texts"), WorkerPool(1), val_fraction, seed)
+    is_val = np.fromiter((_hash(text, _key(seed))[0] < scan.val_below for text in texts), bool, len(texts))
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
 def check_val_fraction(val_fraction: float) -> None:
@@ -86,67 +98,25 @@ class TokenStore:
     def create(
         cls,
         out_dir: str | Path,
-        texts: Sequence[str],
+        texts: Sequence[str] | Source,
         tokenizer: Tokenizer,
         *,
-        source: str | SourceTexts,
+        source: str | SourceTexts | None = None,
         val_fraction: float = 0.1,
         seed: int = 1337,
         progress: Progress | None = None,
+        workers: int = 1,
     ) -> TokenStore:
-        """Split `texts` by story, encode them with `tokenizer`, write the store to `out_dir`, open it.
+        """Split `texts` (stories, or a streaming source) by story, encode them with `tokenizer`, write the
+        store to `out_dir`, open it.
 
-        `source` names the data (a SourceTexts also records its description and any fallback reason).
-        `progress(done, total)` is called as stories are encoded.
+        `source` names a list of stories (a SourceTexts also records its description and any fallback
+        reason). `progress(done, total)` is called as the source is encoded (in its units).
         """
-        out = Path(out_dir)
-        train_idx, val_idx = split_indices(len(texts), val_fraction, seed)
-        if out.exists() and not out.is_dir():
-            raise DataError(f"--out {out} is a file; give a folder for the token store")
-        out.mkdir(parents=True, exist_ok=True)
-        (out / MANIFEST_FILE).unlink(missing_ok=True)  # the old store is invalid from here until we finish
-
-        dtype = token_dtype(tokenizer.vocab_size)
-        tmp = _temp_path(out / TOKENS_FILE)
-        try:
-            stories, splits, tokens_sha256 = _write_tokens(
-                tmp, texts, {"train": train_idx, "val": val_idx}, tokenizer, dtype, progress
-            )
-            os.replace(tmp, out / TOKENS_FILE)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-        _write_atomic(out / STORIES_FILE, lambda path: _save_npy(path, stories))
-        _write_atomic(out / TOKENIZER_FILE, tokenizer.save)
-        name, description, fallback = (
-            (source.name, source.description, source.fallback_reason)
-            if isinstance(source, SourceTexts)
-            else (str(source), str(source), None)
-        )
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "source": name,
-            "source_description": description,
-            **({"source_fallback_reason": fallback} if fallback else {}),
-            "tokenizer_file": TOKENIZER_FILE,
-            "tokens_file": TOKENS_FILE,
-            "stories_file": STORIES_FILE,
-            "vocab_size": tokenizer.vocab_size,
-            "eot_id": tokenizer.eot_id,
-            "dtype": dtype.name,
-            "tokens_file_bytes": sum(split["tokens"] for split in splits.values()) * dtype.itemsize,
-            "tokens_sha256": tokens_sha256,
-            "stories_sha256": _sha256(out / STORIES_FILE),
-            "split": {"seed": seed, "val_fraction": val_fraction, "method": SPLIT_METHOD},
-            "splits": splits,
-            "total": {key: sum(s[key] for s in splits.values()) for key in ("stories", "tokens", "bytes")},
-        }
-        text = json.dumps(manifest, indent=2) + "\n"
-        _write_atomic(out / MANIFEST_FILE, lambda path: Path(path).write_text(text, encoding="utf-8"))
-        tokens = np.memmap(out / TOKENS_FILE, dtype=dtype, mode="r")
-        return cls(out, manifest, tokenizer, tokens, stories)  # no reload: a 65k-merge RON takes seconds
+        stories = _as_source(texts, source)
+        with WorkerPool(workers) as pool:
+            scan = _scan(stories, pool, val_fraction, seed)
+            return _write_store(Path(out_dir), stories, tokenizer, scan, pool, progress)
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -163,9 +133,9 @@ class TokenStore:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
             if manifest.get("format") != FORMAT:
                 raise ValueError("not a token store manifest")
-            if manifest["format_version"] != FORMAT_VERSION:
+            if manifest["format_version"] not in READABLE_VERSIONS:
                 raise ValueError(f"format version {manifest['format_version']}, this mlxstory reads "
-                                 f"{FORMAT_VERSION}")
+                                 f"{', '.join(map(str, READABLE_VERSIONS))}")
             dtype = np.dtype(manifest["dtype"])
             if dtype != token_dtype(manifest["vocab_size"]):  # else a memmap traceback, or garbage ids
                 raise ValueError(f"dtype {dtype.name} for vocab size {manifest['vocab_size']}, expected "
@@ -229,6 +199,11 @@ class TokenStore:
         rows = self._stories[first : first + split["stories"]]
         return rows[:, 1:] - split["token_start"]
 
+    def stories_in_source_order(self) -> list[list[int]]:
+        """Every story's ids (no separator), in the source's order: small stores only (gpt-rs export)."""
+        order = np.argsort(self._stories[:, 0], kind="stable")
+        return [self._tokens[start : end - 1].tolist() for start, end in self._stories[order, 1:]]
+
     @property
     def source(self) -> str:
         return str(self.manifest["source"])
@@ -244,64 +219,327 @@ class TokenStore:
 
 def build_token_store(
     out_dir: str | Path,
-    source: SourceTexts,
+    source: Source,
     vocab_size: int,
     *,
     val_fraction: float = 0.1,
     seed: int = 1337,
+    tokenizer_sample: int | None = None,
+    workers: int = 1,
+    on_read_progress: Progress | None = None,
     on_train_progress: Progress | None = None,
     on_encode_progress: Progress | None = None,
 ) -> TokenStore:
-    """Split first, train the tokenizer on the train stories only, then write the store.
+    """Split first, train the tokenizer on the train stories only (or about `tokenizer_sample` bytes of
+    them), then write the store. What `mlxstory tokenize` and a self-tokenizing `mlxstory train` run.
 
-    What `mlxstory tokenize` and a self-tokenizing `mlxstory train` both run.
+    Progress callbacks: reading and counting words (source units), merges, encoding (source units).
     """
-    train_idx, _ = split_indices(len(source.texts), val_fraction, seed)
-    tokenizer = Tokenizer.train((source.texts[i] for i in train_idx), vocab_size=vocab_size,
-                                progress=on_train_progress)
-    return TokenStore.create(out_dir, source.texts, tokenizer, source=source, val_fraction=val_fraction,
-                             seed=seed, progress=on_encode_progress)
+    check_val_fraction(val_fraction)
+    if tokenizer_sample is not None and tokenizer_sample < 1:
+        raise DataError(f"--tokenizer-sample must be a positive number of bytes, got {tokenizer_sample}")
+    _check_out(Path(out_dir))
+    with WorkerPool(workers) as pool:
+        scan = _scan(source, pool, val_fraction, seed, count_words=True, sample=tokenizer_sample,
+                     progress=on_read_progress)
+        tokenizer = Tokenizer.from_word_counts(scan.counts, vocab_size, progress=on_train_progress)
+        return _write_store(Path(out_dir), source, tokenizer, scan, pool, on_encode_progress)
 
 
-def _write_tokens(
-    path: Path,
-    texts: Sequence[str],
-    split_idx: dict[str, np.ndarray],
-    tokenizer: Tokenizer,
-    dtype: np.dtype,
-    progress: Progress | None,
-) -> tuple[np.ndarray, dict[str, dict], str]:
-    """Encode and append each split's stories (eot after each) to `path`, a chunk of stories at a time.
+# -- the split and the word counts: pass one --------------------------------------------------------
 
-    Returns the stories table (source index, start, end), per-split counts, and the file's sha256.
-    """
-    rows: list[np.ndarray] = []
-    splits: dict[str, dict] = {}
+
+def _key(seed: int) -> bytes:
+    return str(seed).encode()[:64]  # blake2b keys are at most 64 bytes
+
+
+def _hash(text: str, key: bytes) -> tuple[int, int]:
+    """(split hash, sample hash) of one story: two independent 64-bit draws from its text and the seed."""
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=16, key=key).digest()
+    return int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little")
+
+
+@dataclass
+class _Extreme:
+    """The story with the lowest (or highest) split hash, and how often that exact story occurs."""
+
+    hash: int
+    text: str
+    count: int = 1
+
+    def merge(self, other: _Extreme | None, lowest: bool) -> _Extreme:
+        if other is None:
+            return self
+        if other.hash == self.hash:
+            return _Extreme(self.hash, self.text, self.count + other.count)
+        return self if (self.hash < other.hash) == lowest else other
+
+
+@dataclass
+class _Scan:
+    """What pass one learns: story and byte counts, the split threshold, the tokenizer's word counts."""
+
+    seed: int
+    val_fraction: float
+    val_below: int
+    sample_below: int = _FULL
+    stories: int = 0
+    val_stories: int = 0
+    lowest: _Extreme | None = None
+    highest: _Extreme | None = None
+    counts: WordCounts = field(default_factory=WordCounts)
+    drawn_bytes: int = 0
+    drawn_stories: int = 0
+
+    def add(self, other: _Scan) -> None:
+        self.stories += other.stories
+        self.val_stories += other.val_stories
+        self.counts.update(other.counts)
+        self.drawn_bytes += other.drawn_bytes
+        self.drawn_stories += other.drawn_stories
+        if other.lowest is not None:
+            self.lowest = other.lowest.merge(self.lowest, lowest=True)
+            self.highest = other.highest.merge(self.highest, lowest=False)
+
+
+def _scan_chunk(task: tuple[Chunk, bytes, int, int, bool]) -> _Scan:
+    """Pass one over a chunk (in a worker): split hashes, and the words of drawn train stories."""
+    chunk, key, val_below, sample_below, count_words = task
+    scan = _Scan(0, 0.0, val_below, sample_below)
+    drawn: list[str] = []
+    for text in chunk.stories():
+        split_hash, sample_hash = _hash(text, key)
+        scan.stories += 1
+        if split_hash < val_below:
+            scan.val_stories += 1
+        elif sample_hash < sample_below:
+            drawn.append(text)
+        scan.lowest = _Extreme(split_hash, text).merge(scan.lowest, lowest=True)
+        scan.highest = _Extreme(split_hash, text).merge(scan.highest, lowest=False)
+    if count_words:
+        scan.counts.add(drawn)
+        scan.drawn_stories, scan.drawn_bytes = len(drawn), sum(len(t.encode("utf-8")) for t in drawn)
+    return scan
+
+
+def _scan(source: Source, pool: WorkerPool, val_fraction: float, seed: int, *, count_words: bool = False,
+          sample: int | None = None, progress: Progress | None = None) -> _Scan:
+    """Pass one over the whole source; then make sure both splits hold a story (tiny sources)."""
+    check_val_fraction(val_fraction)
+    key, val_below = _key(seed), round(val_fraction * _FULL)
+    sample_below = _FULL
+    if sample is not None:
+        approx_train_bytes = max(1.0, _approx_bytes(source) * (1 - val_fraction))
+        sample_below = min(_FULL, round(_FULL * sample / approx_train_bytes))
+    total = _Scan(seed, val_fraction, val_below, sample_below)
+    tasks = ((chunk, key, val_below, sample_below, count_words) for chunk in source.chunks())
+    for part in _mapped(pool, _scan_chunk, tasks, source.total, progress):
+        total.add(part)
+    where = getattr(source, "where", "") or source.name
+    if total.stories == 0:
+        raise DataError(f"no stories in {where}: the source is empty; pass --data a file with stories")
+    if total.stories < 2:
+        raise DataError(f"need at least 2 stories to make a train/val split, got {total.stories}; "
+                        "give more data")
+    if total.lowest.hash == total.highest.hash:
+        raise DataError(f"all {total.stories:,} stories in {where} are the same text; a train/val split "
+                        "needs at least 2 different stories")
+    if total.val_stories == 0:  # everything hashed to train: the lowest-hash story (and its copies) is val
+        moved = total.lowest
+        total.val_below, total.val_stories = moved.hash + 1, moved.count
+        if count_words and _hash(moved.text, key)[1] < sample_below:
+            total.counts.add([moved.text], times=-moved.count)
+            total.drawn_stories -= moved.count
+            total.drawn_bytes -= moved.count * len(moved.text.encode("utf-8"))
+    elif total.val_stories == total.stories:  # everything hashed to val: the highest goes to train
+        moved = total.highest
+        total.val_below, total.val_stories = moved.hash, total.stories - moved.count
+        if count_words:
+            total.counts.add([moved.text], times=moved.count)
+            total.drawn_stories += moved.count
+            total.drawn_bytes += moved.count * len(moved.text.encode("utf-8"))
+    if count_words and sample is not None and total.drawn_stories == 0:
+        raise DataError(f"--tokenizer-sample {sample} drew no story from the train split; "
+                        "give a larger sample")
+    return total
+
+
+def _mapped(pool: WorkerPool, fn: Callable[[Any], Any], tasks: Any, total: int,
+            progress: Progress | None) -> Any:
+    """`pool.map(fn, tasks)` (each task's chunk first), reporting the chunks' sizes as they finish."""
+    sizes: list[int] = []
+
+    def sized() -> Any:
+        for task in tasks:
+            sizes.append(task[0].size)
+            yield task
+
+    done = 0
+    for result in pool.map(fn, sized()):
+        done += sizes.pop(0)
+        if progress is not None:
+            progress(done, total)
+        yield result
+
+
+def _approx_bytes(source: Source) -> int:
+    if isinstance(source, FileSource):
+        return source.text_bytes
+    return sum(len(text.encode("utf-8")) for text in source.texts)
+
+
+# -- encoding: pass two ------------------------------------------------------------------------------
+
+_TOKENIZERS: dict[str, Tokenizer] = {}  # per process: the tokenizer of a store being written
+
+
+def _worker_tokenizer(spec: str) -> Tokenizer:
+    """The parent registers its tokenizer under `spec`; a worker process rebuilds it from that file."""
+    if spec not in _TOKENIZERS:
+        with open(spec, "rb") as file:
+            alphabet, merges, do_not_merge, special = pickle.load(file)
+        _TOKENIZERS.clear()
+        _TOKENIZERS[spec] = Tokenizer(alphabet, merges, do_not_merge=do_not_merge, special_tokens=special)
+    return _TOKENIZERS[spec]
+
+
+def _encode_chunk(task: tuple[Chunk, bytes, int, str, str]) -> tuple[int, dict[str, tuple]]:
+    """Pass two over a chunk (in a worker): per split, (tokens, story ends, story indices in the chunk,
+    text bytes, unknown characters)."""
+    chunk, key, val_below, spec, dtype = task
+    tokenizer = _worker_tokenizer(spec)
+    stories = chunk.stories()
+    is_val = np.fromiter((_hash(text, key)[0] < val_below for text in stories), bool, len(stories))
+    out = {}
+    for name, indices in (("train", np.flatnonzero(~is_val)), ("val", np.flatnonzero(is_val))):
+        texts = [stories[i] for i in indices]
+        tokens, ends = tokenizer.encode_stories(texts, dtype)
+        text_bytes = sum(len(text.encode("utf-8")) for text in texts)
+        out[name] = (tokens, ends, indices, text_bytes, int(np.count_nonzero(tokens == tokenizer.unk_id)))
+    return len(stories), out
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file; give a folder for the token store")
+
+
+def _as_source(texts: Sequence[str] | Source, source: str | SourceTexts | None) -> Source:
+    if isinstance(texts, (FileSource, SourceTexts)):
+        return texts
+    if isinstance(source, SourceTexts):
+        return SourceTexts(list(texts), source.name, source.description, source.fallback_reason)
+    name = str(source) if source is not None else "texts"
+    return SourceTexts(list(texts), name, name)
+
+
+def _write_store(out: Path, source: Source, tokenizer: Tokenizer, scan: _Scan, pool: WorkerPool,
+                 progress: Progress | None) -> TokenStore:
+    _check_out(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST_FILE).unlink(missing_ok=True)  # the old store is invalid from here until we finish
+    dtype = token_dtype(tokenizer.vocab_size)
+    temps = {name: _temp_path(out / name) for name in ("tokens.bin", "val.bin", "train.rows", "val.rows",
+                                                       "tokenizer.pickle", STORIES_FILE)}
+    spec = str(temps["tokenizer.pickle"])
+    _TOKENIZERS[spec] = tokenizer  # in-process workers use it as is; worker processes read the file
+    try:
+        if pool.workers > 1:
+            with open(spec, "wb") as file:
+                pickle.dump((tokenizer.alphabet, tokenizer.merges, tokenizer.do_not_merge,
+                             list(tokenizer.special_tokens)), file)
+        splits, digest = _write_tokens(source, scan, spec, dtype, pool, temps, progress)
+        n_train = splits["train"]["stories"]
+        rows = np.lib.format.open_memmap(temps[STORIES_FILE], mode="w+", dtype=np.int64,
+                                         shape=(scan.stories, 3))
+        for name, first, shift in (("train", 0, 0), ("val", n_train, splits["train"]["tokens"])):
+            part = np.fromfile(temps[f"{name}.rows"], dtype=np.int64).reshape(-1, 3)
+            part[:, 1:] += shift
+            rows[first : first + len(part)] = part
+        rows.flush()
+        del rows
+        os.replace(temps["tokens.bin"], out / TOKENS_FILE)
+        os.replace(temps[STORIES_FILE], out / STORIES_FILE)
+    finally:
+        _TOKENIZERS.pop(spec, None)
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
+
+    _write_atomic(out / TOKENIZER_FILE, tokenizer.save)
+    fallback = source.fallback_reason
+    description = (source.description if isinstance(source, SourceTexts)
+                   else f"{scan.stories:,} stories from {source.description}")
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": source.name,
+        "source_description": description,
+        **({"source_fallback_reason": fallback} if fallback else {}),
+        "tokenizer_file": TOKENIZER_FILE,
+        "tokens_file": TOKENS_FILE,
+        "stories_file": STORIES_FILE,
+        "vocab_size": tokenizer.vocab_size,
+        "eot_id": tokenizer.eot_id,
+        "dtype": dtype.name,
+        "tokens_file_bytes": sum(split["tokens"] for split in splits.values()) * dtype.itemsize,
+        "tokens_sha256": digest,
+        "stories_sha256": _sha256(out / STORIES_FILE),
+        "split": {"seed": scan.seed, "val_fraction": scan.val_fraction, "method": SPLIT_METHOD,
+                  "val_below": scan.val_below},
+        "splits": splits,
+        "total": {key: sum(s[key] for s in splits.values()) for key in ("stories", "tokens", "bytes")},
+    }
+    if scan.sample_below < _FULL:
+        manifest["tokenizer_sample"] = {"method": SAMPLE_METHOD, "sample_below": scan.sample_below,
+                                        "stories": scan.drawn_stories, "bytes": scan.drawn_bytes}
+    text = json.dumps(manifest, indent=2) + "\n"
+    _write_atomic(out / MANIFEST_FILE, lambda path: Path(path).write_text(text, encoding="utf-8"))
+    tokens = np.memmap(out / TOKENS_FILE, dtype=dtype, mode="r")
+    stories = np.load(out / STORIES_FILE, allow_pickle=False)
+    return TokenStore(out, manifest, tokenizer, tokens, stories)  # no reload: a 65k-merge RON takes seconds
+
+
+def _write_tokens(source: Source, scan: _Scan, spec: str, dtype: np.dtype, pool: WorkerPool,
+                  temps: dict[str, Path], progress: Progress | None) -> tuple[dict[str, dict], str]:
+    """Encode every chunk (in workers), append each split's tokens and story rows to its own temp file in
+    source order, then put the val tokens after the train tokens. Returns the splits and the sha256."""
+    tasks = ((chunk, _key(scan.seed), scan.val_below, spec, dtype.name) for chunk in source.chunks())
+
+    files = {name: open(temps[name], "wb") for name in ("tokens.bin", "val.bin", "train.rows", "val.rows")}
+    token_file = {"train": files["tokens.bin"], "val": files["val.bin"]}
+    counts = {name: {"stories": 0, "tokens": 0, "bytes": 0, "unknown_chars": 0} for name in SPLITS}
     digest = hashlib.sha256()
-    position, done, total = 0, 0, sum(len(idx) for idx in split_idx.values())
-    with open(path, "wb") as file:
-        for name, indices in split_idx.items():
-            start, text_bytes, unknown = position, 0, 0
-            for first in range(0, len(indices), _ENCODE_CHUNK):
-                chunk_idx = indices[first : first + _ENCODE_CHUNK]
-                chunk = [texts[i] for i in chunk_idx]
-                encoded = tokenizer.encode_batch(chunk, on_unknown="ignore")  # counted below instead
-                lengths = np.fromiter((len(ids) + 1 for ids in encoded), np.int64, len(encoded))
-                flat = chain.from_iterable(chain(ids, (tokenizer.eot_id,)) for ids in encoded)
-                array = np.fromiter(flat, dtype=dtype, count=int(lengths.sum()))
-                ends = position + np.cumsum(lengths)
-                rows.append(np.stack([chunk_idx.astype(np.int64), ends - lengths, ends], axis=1))
-                file.write(array.tobytes())
-                digest.update(array.tobytes())
-                unknown += int(np.count_nonzero(array == tokenizer.unk_id))
-                text_bytes += sum(len(text.encode("utf-8")) for text in chunk)
-                position = int(ends[-1])
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, total)
-            splits[name] = {"stories": len(indices), "tokens": position - start, "bytes": text_bytes,
-                            "token_start": start, "unknown_chars": unknown}
-    return np.concatenate(rows), splits, digest.hexdigest()
+    first_story = 0
+    try:
+        for n_stories, parts in _mapped(pool, _encode_chunk, tasks, source.total, progress):
+            for name, (tokens, ends, indices, text_bytes, unknown) in parts.items():
+                split = counts[name]
+                starts = np.concatenate([[0], ends])[:-1] + split["tokens"]
+                rows = np.stack([indices + first_story, starts, ends + split["tokens"]], axis=1)
+                files[f"{name}.rows"].write(rows.astype(np.int64).tobytes())
+                data = tokens.tobytes()
+                token_file[name].write(data)
+                if name == "train":
+                    digest.update(data)
+                split["stories"] += len(indices)
+                split["tokens"] += len(tokens)
+                split["bytes"] += text_bytes
+                split["unknown_chars"] += unknown
+            first_story += n_stories
+        files["val.bin"].close()
+        with open(temps["val.bin"], "rb") as val:
+            while block := val.read(1 << 22):
+                files["tokens.bin"].write(block)
+                digest.update(block)
+    finally:
+        for file in files.values():
+            file.close()
+    counts["train"]["token_start"] = 0
+    counts["val"]["token_start"] = counts["train"]["tokens"]
+    splits = {name: {key: counts[name][key] for key in ("stories", "tokens", "bytes", "token_start",
+                                                        "unknown_chars")} for name in SPLITS}
+    return splits, digest.hexdigest()
 
 
 def _temp_path(path: Path) -> Path:

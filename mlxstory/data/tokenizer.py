@@ -137,7 +137,26 @@ class Tokenizer:
         """
         if isinstance(texts, str):  # one story, not an iterable of one-character stories
             texts = [texts]
-        word_counts = _count_words(texts, re.compile(split_pattern(do_not_merge)))
+        counts = WordCounts()
+        iterator = iter(texts)
+        while batch := list(islice(iterator, 1024)):
+            counts.add(batch)
+        return cls.from_word_counts(counts, vocab_size, do_not_merge=do_not_merge,
+                                    special_tokens=special_tokens, progress=progress)
+
+    @classmethod
+    def from_word_counts(
+        cls,
+        counts: WordCounts,
+        vocab_size: int = 2048,
+        *,
+        do_not_merge: str = DO_NOT_MERGE,
+        special_tokens: Sequence[str] = SPECIAL_TOKENS,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Tokenizer:
+        """`train` from chunk counts gathered elsewhere (e.g. by worker processes, one batch of stories
+        each): the same counts give the same merges, however the text was divided."""
+        word_counts = counts.words(re.compile(split_pattern(do_not_merge)))
         alphabet = sorted(set().union(*word_counts))
         if not alphabet:
             raise TokenizerError("cannot train a tokenizer on empty text; give at least one non-empty story")
@@ -189,6 +208,23 @@ class Tokenizer:
         return out
 
     encode_story_batch = encode_batch  # the name the team contract uses
+
+    def encode_stories(self, texts: Iterable[str], dtype: Any = "uint32") -> tuple[Any, Any]:
+        """The token store's layout for many stories: one numpy array of their ids, `<|endoftext|>` after
+        each, and each story's end offset in it. Same ids as `encode_batch`; unknown characters are
+        silent (count `unk_id` in the result)."""
+        import numpy as np
+
+        heads, spaced, eot = self._heads, self._spaced.__getitem__, self.eot_id
+        flat: list[int] = []
+        ends: list[int] = []
+        for text in texts:
+            parts = text.split(" ")
+            flat += heads[parts[0]]
+            reduce(iadd, map(spaced, islice(parts, 1, None)), flat)
+            flat.append(eot)
+            ends.append(len(flat))
+        return np.array(flat, dtype=dtype), np.array(ends, dtype=np.int64)
 
     def _report_unknown(self, count: int, on_unknown: OnUnknown) -> None:
         message = (f"{count} character(s) outside the tokenizer's alphabet were encoded as {UNK} "
@@ -363,23 +399,45 @@ class _ChunkCache(dict):
         return ids
 
 
-def _count_words(texts: Iterable[str], pattern: re.Pattern) -> Counter[str]:
-    """Occurrences of each regex piece over all texts, counting space-separated chunks first (far fewer
-    distinct chunks than words, and `str.split` is much faster than the regex)."""
-    spaced: Counter[str] = Counter()
-    heads: Counter[str] = Counter()
-    for text in texts:
-        parts = text.split(" ")
-        heads[parts[0]] += 1
-        spaced.update(parts)
-    spaced.subtract(heads)
-    words: Counter[str] = Counter()
-    for prefix, chunks in (("", heads), (" ", spaced)):
-        for chunk, count in chunks.items():
-            if count:
-                for word in pattern.findall(prefix + chunk):
-                    words[word] += count
-    return words
+class WordCounts:
+    """How often each space-separated chunk occurs in some stories: all that training needs of the text.
+
+    Counting chunks first is much faster than running the split regex over every story (far fewer
+    distinct chunks than words, and `str.split` beats the regex). Counts of separate batches of stories
+    add up (`update`), so worker processes can count in parallel and the parent sums their counts.
+    """
+
+    def __init__(self) -> None:
+        self.heads: Counter[str] = Counter()  # first chunk of each story (no leading space)
+        self.spaced: Counter[str] = Counter()  # every chunk, heads included (subtracted in `words`)
+
+    def add(self, texts: Sequence[str], times: int = 1) -> None:
+        """Count the chunks of `texts` (`times` times; negative takes them away again)."""
+        heads = Counter(text.split(" ", 1)[0] for text in texts)
+        spaced = Counter(" ".join(texts).split(" "))  # joining with a space keeps every chunk apart
+        if times != 1:
+            heads = Counter({chunk: n * times for chunk, n in heads.items()})
+            spaced = Counter({chunk: n * times for chunk, n in spaced.items()})
+        self.update_from(heads, spaced)
+
+    def update(self, other: WordCounts) -> None:
+        self.update_from(other.heads, other.spaced)
+
+    def update_from(self, heads: Counter[str], spaced: Counter[str]) -> None:
+        self.heads.update(heads)  # adds counts, negative ones too
+        self.spaced.update(spaced)
+
+    def words(self, pattern: re.Pattern) -> Counter[str]:
+        """Occurrences of each regex piece (a chunk after the first gets its leading space back)."""
+        spaced = self.spaced.copy()
+        spaced.subtract(self.heads)
+        words: Counter[str] = Counter()
+        for prefix, chunks in (("", self.heads), (" ", spaced)):
+            for chunk, count in chunks.items():
+                if count:
+                    for word in pattern.findall(prefix + chunk):
+                        words[word] += count
+        return words
 
 
 def _learn_merges(

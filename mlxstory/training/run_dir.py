@@ -107,11 +107,14 @@ def create_run(
     store_dir: str | Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     world_size: int = 1,
+    workers: int = 1,
+    tokenizer_sample: int | None = None,
 ) -> Run:
-    """Make a run directory from `texts` (a `sources.SourceTexts`, tokenized into RUN/data) or an
-    existing token store folder `store_dir`. The model's vocab_size follows the tokenizer's.
-    `progress(phase, done, total)` reports tokenizing, phase "merges" then "encode". `world_size`: the
-    number of data-parallel processes the run is made for (recorded in run.json).
+    """Make a run directory from `texts` (a source from `sources.open_source`, or a `SourceTexts`;
+    tokenized into RUN/data by `workers` processes) or an existing token store folder `store_dir`. The
+    model's vocab_size follows the tokenizer's. `progress(phase, done, total)` reports tokenizing, phase
+    "read" (source units), "merges", then "encode" (source units). `world_size`: the number of
+    data-parallel processes the run is made for (recorded in run.json).
 
     On failure the half-made directory is removed again, so the same command can simply be retried.
     """
@@ -130,9 +133,11 @@ def create_run(
         notes: list[str] = []
         if texts is not None:
             phase = (lambda name: partial(progress, name)) if progress else (lambda name: None)
-            store = build_token_store(path / DATA_DIR, texts, model_config.vocab_size,
+            store = build_token_store(path / DATA_DIR, texts, model_config.vocab_size, workers=workers,
+                                      tokenizer_sample=tokenizer_sample, on_read_progress=phase("read"),
                                       on_train_progress=phase("merges"), on_encode_progress=phase("encode"))
-            data_dir, dataset, description = DATA_DIR, texts.name, texts.description
+            data_dir, dataset = DATA_DIR, texts.name
+            description = store.manifest["source_description"]
             if getattr(texts, "fallback_reason", None):
                 notes.append(texts.fallback_reason)
         else:
