@@ -64,7 +64,7 @@ def test_full_sample_with_vocab_512(tmp_path: Path, sample_parquet: Path, sample
     store = TokenStore.open(out)
     texts = [text.strip() for text in sample_texts]
     train_idx, val_idx = split_indices(texts, 0.1, 1337)
-    assert store.split_story_count("train") == len(train_idx) and store.split_story_count("val") == len(val_idx)
+    assert (store.split_story_count("train"), store.split_story_count("val")) == (len(train_idx), len(val_idx))
     assert 2450 * 0.08 < len(val_idx) < 2450 * 0.12
     assert store.manifest["total"]["bytes"] == sum(len(text.encode()) for text in texts)
     # The tokenizer saw only the train stories: val characters outside them become <|unk|>.
@@ -119,7 +119,8 @@ def seed_without_unknown_val_chars(texts: list[str]) -> str:
     raise AssertionError("no such seed")
 
 
-def test_gptrs_dataset_files_move_both_ways(tmp_path: Path, small_parquet: Path, sample_texts: list[str]) -> None:
+def test_gptrs_dataset_files_move_both_ways(tmp_path: Path, small_parquet: Path,
+                                            sample_texts: list[str]) -> None:
     exported = tmp_path / "dataset.ron"
     seed = seed_without_unknown_val_chars([text.strip() for text in sample_texts[:300]])
     first = invoke("--data", str(small_parquet), "--vocab-size", "300", "--out", str(tmp_path / "a"),

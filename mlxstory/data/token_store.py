@@ -305,17 +305,19 @@ class _Scan:
 def _scan_chunk(task: tuple[Chunk, bytes, int, int, bool]) -> _Scan:
     """Pass one over a chunk (in a worker): split hashes, and the words of drawn train stories."""
     chunk, key, val_below, sample_below, count_words = task
-    scan = _Scan(0, 0.0, val_below, sample_below)
-    drawn: list[str] = []
-    for text in chunk.stories():
-        split_hash, sample_hash = _hash(text, key)
-        scan.stories += 1
-        if split_hash < val_below:
-            scan.val_stories += 1
-        elif sample_hash < sample_below:
-            drawn.append(text)
-        scan.lowest = _Extreme(split_hash, text).merge(scan.lowest, lowest=True)
-        scan.highest = _Extreme(split_hash, text).merge(scan.highest, lowest=False)
+    stories = chunk.stories()
+    scan = _Scan(0, 0.0, val_below, sample_below, stories=len(stories))
+    if not stories:
+        return scan
+    hashes = np.array([_hash(text, key) for text in stories], dtype=np.uint64).reshape(-1, 2)
+    split_hash = hashes[:, 0]
+    is_val = split_hash < np.uint64(val_below) if val_below < _FULL else np.ones(len(stories), bool)
+    scan.val_stories = int(is_val.sum())
+    drawn = [stories[i] for i in np.flatnonzero(~is_val & (hashes[:, 1] < np.uint64(sample_below)))] \
+        if sample_below < _FULL else [stories[i] for i in np.flatnonzero(~is_val)]
+    for attribute, index in (("lowest", int(split_hash.argmin())), ("highest", int(split_hash.argmax()))):
+        value = split_hash[index]
+        setattr(scan, attribute, _Extreme(int(value), stories[index], int(np.count_nonzero(split_hash == value))))
     if count_words:
         scan.counts.add(drawn)
         scan.drawn_stories, scan.drawn_bytes = len(drawn), sum(len(t.encode("utf-8")) for t in drawn)
