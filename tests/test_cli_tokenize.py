@@ -64,7 +64,8 @@ def test_full_sample_with_vocab_512(tmp_path: Path, sample_parquet: Path, sample
     store = TokenStore.open(out)
     texts = [text.strip() for text in sample_texts]
     train_idx, val_idx = split_indices(texts, 0.1, 1337)
-    assert (store.split_story_count("train"), store.split_story_count("val")) == (len(train_idx), len(val_idx))
+    counts = store.split_story_count("train"), store.split_story_count("val")
+    assert counts == (len(train_idx), len(val_idx))
     assert 2450 * 0.08 < len(val_idx) < 2450 * 0.12
     assert store.manifest["total"]["bytes"] == sum(len(text.encode()) for text in texts)
     # The tokenizer saw only the train stories: val characters outside them become <|unk|>.

@@ -317,7 +317,8 @@ def _scan_chunk(task: tuple[Chunk, bytes, int, int, bool]) -> _Scan:
         if sample_below < _FULL else [stories[i] for i in np.flatnonzero(~is_val)]
     for attribute, index in (("lowest", int(split_hash.argmin())), ("highest", int(split_hash.argmax()))):
         value = split_hash[index]
-        setattr(scan, attribute, _Extreme(int(value), stories[index], int(np.count_nonzero(split_hash == value))))
+        copies = int(np.count_nonzero(split_hash == value))
+        setattr(scan, attribute, _Extreme(int(value), stories[index], copies))
     if count_words:
         scan.counts.add(drawn)
         scan.drawn_stories, scan.drawn_bytes = len(drawn), sum(len(t.encode("utf-8")) for t in drawn)
