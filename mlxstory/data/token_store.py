@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -399,8 +398,9 @@ _TOKENIZERS: dict[str, Tokenizer] = {}  # per process: the tokenizer of a store 
 def _worker_tokenizer(spec: str) -> Tokenizer:
     """The parent registers its tokenizer under `spec`; a worker process rebuilds it from that file."""
     if spec not in _TOKENIZERS:
-        with open(spec, "rb") as file:
-            alphabet, merges, do_not_merge, special = pickle.load(file)
+        with open(spec, encoding="utf-8") as file:  # JSON, not pickle: a file is never code
+            alphabet, merges, do_not_merge, special = json.load(file)
+        merges = [((a, b), z) for (a, b), z in merges]
         _TOKENIZERS.clear()
         _TOKENIZERS[spec] = Tokenizer(alphabet, merges, do_not_merge=do_not_merge, special_tokens=special)
     return _TOKENIZERS[spec]
@@ -443,14 +443,14 @@ def _write_store(out: Path, source: Source, tokenizer: Tokenizer, scan: _Scan, p
     (out / MANIFEST_FILE).unlink(missing_ok=True)  # the old store is invalid from here until we finish
     dtype = token_dtype(tokenizer.vocab_size)
     temps = {name: _temp_path(out / name) for name in ("tokens.bin", "val.bin", "train.rows", "val.rows",
-                                                       "tokenizer.pickle", STORIES_FILE)}
-    spec = str(temps["tokenizer.pickle"])
+                                                       "tokenizer.json", STORIES_FILE)}
+    spec = str(temps["tokenizer.json"])
     _TOKENIZERS[spec] = tokenizer  # in-process workers use it as is; worker processes read the file
     try:
         if pool.workers > 1:
-            with open(spec, "wb") as file:
-                pickle.dump((tokenizer.alphabet, tokenizer.merges, tokenizer.do_not_merge,
-                             list(tokenizer.special_tokens)), file)
+            with open(spec, "w", encoding="utf-8") as file:
+                json.dump([tokenizer.alphabet, tokenizer.merges, tokenizer.do_not_merge,
+                           list(tokenizer.special_tokens)], file)
         splits, digest = _write_tokens(source, scan, spec, dtype, pool, temps, progress)
         n_train = splits["train"]["stories"]
         rows = np.lib.format.open_memmap(temps[STORIES_FILE], mode="w+", dtype=np.int64,
