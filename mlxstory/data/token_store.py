@@ -456,9 +456,12 @@ def _write_store(out: Path, source: Source, tokenizer: Tokenizer, scan: _Scan, p
         rows = np.lib.format.open_memmap(temps[STORIES_FILE], mode="w+", dtype=np.int64,
                                          shape=(scan.stories, 3))
         for name, first, shift in (("train", 0, 0), ("val", n_train, splits["train"]["tokens"])):
-            part = np.fromfile(temps[f"{name}.rows"], dtype=np.int64).reshape(-1, 3)
-            part[:, 1:] += shift
-            rows[first : first + len(part)] = part
+            part = np.memmap(temps[f"{name}.rows"], dtype=np.int64, mode="r").reshape(-1, 3)
+            step = 1 << 20  # rows at a time: the table of a big corpus need not fit in memory
+            for block in range(0, len(part), step):
+                piece = part[block : block + step]
+                rows[first + block : first + block + len(piece)] = piece + [0, shift, shift]
+            del part
         rows.flush()
         del rows
         os.replace(temps["tokens.bin"], out / TOKENS_FILE)
@@ -499,7 +502,7 @@ def _write_store(out: Path, source: Source, tokenizer: Tokenizer, scan: _Scan, p
     text = json.dumps(manifest, indent=2) + "\n"
     _write_atomic(out / MANIFEST_FILE, lambda path: Path(path).write_text(text, encoding="utf-8"))
     tokens = np.memmap(out / TOKENS_FILE, dtype=dtype, mode="r")
-    stories = np.load(out / STORIES_FILE, allow_pickle=False)
+    stories = np.load(out / STORIES_FILE, mmap_mode="r", allow_pickle=False)
     return TokenStore(out, manifest, tokenizer, tokens, stories)  # no reload: a 65k-merge RON takes seconds
 
 
