@@ -37,10 +37,10 @@ def test_tokenize_writes_a_store_that_opens(
     assert f"{n_train} train / {n_val} val stories" in result.stderr and "vocab 300" in result.stderr
     assert n_train + n_val == 300 and 15 <= n_val <= 45  # about a tenth, drawn per story
     assert store.tokenizer.vocab_size == 300 and store.source == str(small_parquet)
-    # The same result made without the CLI: a tokenizer trained on the default split's 270 train stories
+    # The same result made without the CLI: a tokenizer trained on the default split's train stories
     # (the trainer test_tokenizer checks against the original's), and those stories encoded with it.
     texts = [text.strip() for text in sample_texts[:300]]
-    train_idx, _ = split_indices(len(texts), 0.1, 1337)
+    train_idx, _ = split_indices(texts, 0.1, 1337)
     expected = Tokenizer.train([texts[i] for i in train_idx], vocab_size=300)
     assert store.tokenizer.merges == expected.merges and store.tokenizer.alphabet == expected.alphabet
     ids = [token for i in train_idx for token in (*expected.encode(texts[i]), expected.eot_id)]
