@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -76,7 +77,8 @@ def tensorboard_scalars(log_dir: Path, tag: str, timeout: float = 60) -> list:
 
 def wandb_records(run_file: Path) -> list:
     """The records of a W&B transaction log (`run-ID.wandb`): a LevelDB-style log of `Record` protobufs,
-    decoded with wandb's own message definitions."""
+    decoded with wandb's own message definitions. A chunk cut short at the end (still being written)
+    ends the list."""
     from wandb.proto import wandb_internal_pb2
 
     data = run_file.read_bytes()
@@ -88,6 +90,8 @@ def wandb_records(run_file: Path) -> list:
             position += left
             continue
         _, length, kind = struct.unpack("<IHB", data[position:position + 7])
+        if position + 7 + length > len(data):
+            break
         chunk, position = data[position + 7:position + 7 + length], position + 7 + length
         if kind in (1, 4):  # FULL, LAST
             record = wandb_internal_pb2.Record()
@@ -97,6 +101,22 @@ def wandb_records(run_file: Path) -> list:
         elif kind in (2, 3):  # FIRST, MIDDLE
             pending += chunk
     return out
+
+
+def finished_wandb_records(run_file: Path, timeout: float = 60.0) -> list:
+    """The records once the log is complete (ends with the run's exit record).
+
+    `run.finish()` only tells wandb-core to close the run and returns; wandb-core writes the buffered
+    log when it closes it, a moment later (a process's exit waits for that). Read before, the file
+    holds only its header.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        found = wandb_records(run_file)
+        if found and found[-1].WhichOneof("record_type") == "exit":
+            return found
+        assert time.monotonic() < deadline, f"{run_file} got no exit record in {timeout:.0f} s"
+        time.sleep(0.05)
 
 
 def test_report_to_both_logs_every_step_eval_sample_and_config(tmp_path: Path, sample_parquet: Path):
@@ -127,14 +147,14 @@ def test_report_to_both_logs_every_step_eval_sample_and_config(tmp_path: Path, s
     assert "_hparams_/session_start_info" in board.PluginTagToContent("hparams")
 
     (run_file,) = run.glob("wandb/offline-run-*/run-*.wandb")
-    history = {}
-    for record in wandb_records(run_file):
+    history, wandb_config = {}, {}
+    for record in finished_wandb_records(run_file):
         if record.WhichOneof("record_type") == "history":
             items = {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.history.item}
             history[items["_step"]] = items
         elif record.WhichOneof("record_type") == "run":
-            config = {u.key: json.loads(u.value_json) for u in record.run.config.update}
-            assert config["model"]["context_length"] > 0 and config["train"]["training_iterations"] == 4
+            wandb_config = {u.key: json.loads(u.value_json) for u in record.run.config.update}
+    assert wandb_config["model"]["context_length"] > 0 and wandb_config["train"]["training_iterations"] == 4
     assert sorted(history) == [1, 2, 3, 4]
     assert {s: h["train/loss"] for s, h in history.items()} == pytest.approx(
         {s: r["loss"] for s, r in steps.items()})
