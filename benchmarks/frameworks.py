@@ -18,13 +18,14 @@ from pathlib import Path
 
 import mlxstory  # noqa: F401  isort: skip  (loads MKL before mlx.core)
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
 from mlxstory.formats.config import ModelConfig, TrainConfig
 from mlxstory.generation.generate import generate_tokens
 from mlxstory.generation.sampling import make_sampler
-from mlxstory.model import GPT, fast_path
+from mlxstory.model import GPT, fast_path, loss_fn
 from mlxstory.training.optimizer import AdamW, clip_by_global_norm
 
 LEARNING_RATE = 1e-4  # small, so thirty-odd timed steps never diverge
@@ -67,17 +68,22 @@ def make_batch(model_config: ModelConfig, batch_size: int, seed: int = 0) -> Bat
 class MLXSide:
     framework = "mlx"
 
-    def __init__(self, model_config: ModelConfig, train_config: TrainConfig, weights: Path, batch: Batch):
+    def __init__(self, model_config: ModelConfig, train_config: TrainConfig, weights: Path, batch: Batch,
+                 plain: bool = False):
+        """`plain`: MLX's device-agnostic path even on the CPU (what Metal and CUDA run)."""
         self.device = "gpu" if mx.is_available(mx.gpu) else "cpu"
         mx.set_default_device(mx.gpu if self.device == "gpu" else mx.cpu)
-        fast = fast_path.use_fast_path()
+        fast = fast_path.use_fast_path() and not plain
         self.path = f"fused CPU loss, {fast_path.cpu_workers()} CPU streams" if fast else "plain"
         model = GPT(model_config)
         model.load_weights(str(weights))
         model.train()
         optimizer = AdamW(model.trainable_parameters(), model.decay_mask(), betas=train_config.betas,
                           weight_decay=train_config.weight_decay)
-        value_and_grad = fast_path.training_value_and_grad(model)
+        if fast:
+            value_and_grad = fast_path.training_value_and_grad(model)
+        else:
+            value_and_grad = nn.value_and_grad(model, loss_fn)
         state = [model.state, optimizer.state, mx.random.state]
         clip = train_config.grad_clip
 
@@ -165,8 +171,8 @@ class TorchSide:
         if self.device == "cuda":
             return int(self.torch.cuda.max_memory_allocated())
         if self.device == "mps":
-            return int(self.torch.mps.driver_allocated_memory())
-        return None  # PyTorch's CPU allocator keeps no statistics
+            return int(self.torch.mps.driver_allocated_memory())  # the driver's total now, not a peak
+        return None  # PyTorch's CPU allocator keeps no statistics: the runner measures a child's RSS
 
     def generate(self, context: list[int], count: int) -> float:
         stream = self.twin.generate_tokens(self.model, context)

@@ -10,18 +10,25 @@ def _memory(value: int | None) -> str:
     return "n/a" if value is None else f"{value / 2**20:.0f} MiB"
 
 
+def label(row: dict) -> str:
+    """The framework, and MLX's plain path where it runs beside the fused CPU one."""
+    plain = row["framework"] == "mlx" and row.get("path") == "plain" and row["device"] == "cpu"
+    return row["framework"] + (" (plain)" if plain else "")
+
+
 def markdown_table(document: dict) -> str:
     rows = [
         "| preset | framework | device | train tokens/s | ms/step (median) | ms/step (best–worst) "
-        "| generate tokens/s | peak memory |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| generate tokens/s | peak memory | RSS growth |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in document["results"]:
         rows.append(
-            f"| {r['preset']} | {r['framework']} | {r['device']} | {r['train_tokens_per_second']:,.0f} "
+            f"| {r['preset']} | {label(r)} | {r['device']} | {r['train_tokens_per_second']:,.0f} "
             f"| {r['train_ms_per_step']:.0f} "
             f"| {r['train_ms_per_step_best']:.0f}–{r['train_ms_per_step_worst']:.0f} "
-            f"| {r['generate_tokens_per_second']:,.0f} | {_memory(r['peak_memory_bytes'])} |"
+            f"| {r['generate_tokens_per_second']:,.0f} | {_memory(r['peak_memory_bytes'])} "
+            f"| {_memory(r.get('rss_growth_bytes'))} |"
         )
     lines = ["\n".join(rows), ""]
     for preset, ratio in document.get("ratios", {}).items():
@@ -29,6 +36,10 @@ def markdown_table(document: dict) -> str:
             f"- {preset}: MLX / PyTorch training tokens/s = {ratio['train_median']:.2f}× (median step), "
             f"{ratio['train_best']:.2f}× (best step); generation {ratio['generate']:.2f}×"
         )
+    kinds = dict.fromkeys(f"{label(r)} on {r['device']}: {r['peak_memory_kind']}" for r in document["results"]
+                          if r.get("peak_memory_kind"))
+    if kinds:
+        lines.append("\nPeak memory is, per row: " + "; ".join(kinds) + ".")
     machine = document["machine"]
     lines.append(
         f"\nMachine: {machine['cpu']}, {machine['physical_cores']} physical cores"
@@ -50,15 +61,15 @@ def write_chart(document: dict, path: Path) -> bool:
         return False
     results = document["results"]
     presets = list(dict.fromkeys(r["preset"] for r in results))
-    frameworks = list(dict.fromkeys(r["framework"] for r in results))
-    by_key = {(r["preset"], r["framework"]): r for r in results}
+    frameworks = list(dict.fromkeys(label(r) for r in results))
+    by_key = {(r["preset"], label(r)): r for r in results}
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     width = 0.8 / max(1, len(frameworks))
     for axis, field, title in ((axes[0], "train_tokens_per_second", "training tokens/s"),
                                (axes[1], "generate_tokens_per_second", "generation tokens/s (batch 1)")):
         for i, framework in enumerate(frameworks):
             values = [by_key[(p, framework)][field] if (p, framework) in by_key else 0 for p in presets]
-            device = next((r["device"] for r in results if r["framework"] == framework), "")
+            device = next((r["device"] for r in results if label(r) == framework), "")
             xs = [x + i * width for x in range(len(presets))]
             bars = axis.bar(xs, values, width, label=f"{framework} ({device})")
             axis.bar_label(bars, fmt="%.0f", fontsize=8)

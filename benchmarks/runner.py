@@ -107,6 +107,9 @@ def bench_preset(preset: str, frameworks: list[str], steps: int, warmup: int, ge
     with temporary_folder() as folder:
         weights = shared_weights(model_config, Path(folder))
         sides = [SIDES[name](model_config, train_config, weights, batch) for name in frameworks]
+        if "mlx" in frameworks and sides[frameworks.index("mlx")].path != "plain":
+            # On the CPU, also MLX's device-agnostic path: the row that predicts Metal.
+            sides.append(MLXSide(model_config, train_config, weights, batch, plain=True))
     log(f"[{preset}] {batch_size}x{model_config.context_length} tokens per step; "
         + ", ".join(f"{s.framework} on {s.device} ({s.path})" for s in sides))
 
@@ -117,11 +120,11 @@ def bench_preset(preset: str, frameworks: list[str], steps: int, warmup: int, ge
         log(f"[{preset}] {side.framework}: warm-up {warmup} steps in {time.perf_counter() - started:.1f}s")
         side.reset_peak_memory()
 
-    times: dict[str, list[float]] = {side.framework: [] for side in sides}
+    times: dict[str, list[float]] = {_name(side): [] for side in sides}
     for step in range(steps):
         order = sides if step % 2 == 0 else sides[::-1]
         for side in order:
-            times[side.framework].append(_time(side.train_step))
+            times[_name(side)].append(_time(side.train_step))
         if (step + 1) % max(1, steps // 5) == 0:
             log(f"[{preset}] step {step + 1}/{steps}: " + ", ".join(
                 f"{name} {statistics.median(t) * 1000:.0f} ms" for name, t in times.items()))
@@ -133,7 +136,8 @@ def bench_preset(preset: str, frameworks: list[str], steps: int, warmup: int, ge
         count = min(generate_count, model_config.context_length - len(context) - 1)
         for _ in range(3):
             generate_rates.append(side.generate(context, count))
-        t = sorted(times[side.framework])
+        t = sorted(times[_name(side)])
+        memory = _memory(side, preset, batch_size)
         median = statistics.median(t)
         results.append({
             "framework": side.framework,
@@ -150,13 +154,59 @@ def bench_preset(preset: str, frameworks: list[str], steps: int, warmup: int, ge
             "train_tokens_per_second_best": tokens_per_step / t[0],
             "generate_tokens_per_second": max(generate_rates),
             "generate_tokens": count,
-            "peak_memory_bytes": side.peak_memory(),
+            **memory,
             "steps": steps,
             "warmup_steps": warmup,
         })
-        log(f"[{preset}] {side.framework}: {results[-1]['train_tokens_per_second']:.0f} train tok/s "
+        log(f"[{preset}] {_name(side)}: {results[-1]['train_tokens_per_second']:.0f} train tok/s "
             f"(median of {steps}), {results[-1]['generate_tokens_per_second']:.0f} generate tok/s")
     return results
+
+
+def _name(side) -> str:
+    plain = side.framework == "mlx" and side.path == "plain" and side.device == "cpu"
+    return f"{side.framework} (plain)" if plain else side.framework
+
+
+MEMORY_KINDS = {
+    "mlx": "allocator peak (mx.get_peak_memory) during the timed steps",
+    "cuda": "allocator peak (torch.cuda.max_memory_allocated) during the timed steps",
+    "mps": "the MPS driver's allocated memory after the steps (torch.mps.driver_allocated_memory), "
+           "not a peak",
+    "rss": "resident-set growth of a child process running this framework's step alone "
+           "(VmHWM - VmRSS before)",
+}
+
+
+def child_memory(preset: str, framework: str, plain: bool, batch_size: int, steps: int = 2) -> dict | None:
+    """Run one framework's step in a child process of its own and return its memory report."""
+    package = __package__ or "benchmarks"
+    command = [sys.executable, "-m", f"{package}.memory_child", "--preset", preset,
+               "--framework", framework, "--batch-size", str(batch_size), "--steps", str(steps)]
+    command += ["--plain"] if plain else []
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        log(f"[{preset}] memory child for {framework} failed: {done.stderr.strip().splitlines()[-1:]}")
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _memory(side, preset: str, batch_size: int) -> dict:
+    """peak_memory_bytes and what it is. On the CPU each framework's step runs alone in a child process
+    (resident memory is per process): PyTorch's figure is its RSS growth, MLX's its allocator peak, and
+    both carry the RSS growth too."""
+    if side.device == "cpu":
+        report = child_memory(preset, side.framework, side.path == "plain", batch_size)
+        rss = report["rss_growth_bytes"] if report else None
+        if side.framework == "mlx":
+            peak = report["allocator_peak_bytes"] if report else side.peak_memory()
+            return {"peak_memory_bytes": peak, "rss_growth_bytes": rss,
+                    "rss_growth_kind": MEMORY_KINDS["rss"],
+                    "peak_memory_kind": MEMORY_KINDS["mlx"] + ", in a child process"}
+        return {"peak_memory_bytes": rss, "peak_memory_kind": MEMORY_KINDS["rss"], "rss_growth_bytes": rss,
+                "rss_growth_kind": MEMORY_KINDS["rss"]}
+    kind = MEMORY_KINDS["mlx"] if side.framework == "mlx" else MEMORY_KINDS.get(side.device, "")
+    return {"peak_memory_bytes": side.peak_memory(), "peak_memory_kind": kind}
 
 
 def run_benchmarks(presets: list[str], *, frameworks: list[str] | None = None, steps: int = 20,
@@ -184,7 +234,9 @@ def run_benchmarks(presets: list[str], *, frameworks: list[str] | None = None, s
 def ratios(results: list[dict]) -> dict:
     """MLX / PyTorch per preset, for the median step and for the best step."""
     out = {}
-    by_key = {(r["preset"], r["framework"]): r for r in results}
+    by_key = {}
+    for r in results:  # MLX's row is its default path (the fused CPU one where there is also a plain row)
+        by_key.setdefault((r["preset"], r["framework"]), r)
     for preset in dict.fromkeys(r["preset"] for r in results):
         mlx, torch = by_key.get((preset, "mlx")), by_key.get((preset, "pytorch"))
         if mlx and torch:

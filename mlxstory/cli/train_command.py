@@ -60,10 +60,22 @@ def choose_data(data: str | None, preset: str = DEFAULT_PRESET) -> dict[str, Any
     return {"texts": sources.open_source(data)}
 
 
+def fit_memory(model_config: Any, train_settings: Any, max_memory: float | None, device: str | None) -> Any:
+    """The train config whose step fits the memory budget (same effective batch), said in one line."""
+    from mlxstory.training.memory import fit, parse_budget
+    from mlxstory.training.train import set_device
+
+    set_device(device)
+    budget, source = parse_budget(max_memory)
+    fitted, plan = fit(model_config, train_settings, budget, source)
+    typer.echo(plan.describe(), err=True)
+    return fitted
+
+
 def prepare_new_run(
     *, data: str | None, preset: str, config: Path | None, train_config: Path | None, out: Path | None,
     fields: dict[str, Any], world_size: int = 1, workers: int | None = None,
-    tokenizer_sample: str | None = None,
+    tokenizer_sample: str | None = None, max_memory: float | None = None, device: str | None = None,
 ) -> Path:
     from mlxstory.cli.tokenize_command import parse_bytes, progress_bars
     from mlxstory.data.parallel import check_workers, physical_cores
@@ -81,6 +93,7 @@ def prepare_new_run(
     check_new_run_path(out)  # before reading any data: fail fast, overwrite nothing
     sample = parse_bytes(tokenizer_sample)
     workers = check_workers(workers) if workers is not None else physical_cores()
+    train_settings = fit_memory(model_config, train_settings, max_memory, device)
 
     chosen = choose_data(data, preset)
     with progress_bars() as bar:
@@ -91,6 +104,16 @@ def prepare_new_run(
                          progress=lambda phase, done, total: bars[phase](done, total), world_size=world_size,
                          workers=workers, tokenizer_sample=sample, **chosen)
     return run.path
+
+
+def limit_memory(max_memory: float | None) -> None:
+    """MLX's memory limit at the budget: past it, evaluation waits for work in flight to free memory
+    instead of allocating ahead (a resumed run keeps its micro-batches; this still applies)."""
+    import mlx.core as mx
+
+    from mlxstory.training.memory import parse_budget
+
+    mx.set_memory_limit(parse_budget(max_memory)[0])
 
 
 def reopen_run(resume: Path, fields: dict[str, Any]) -> Path:
@@ -229,6 +252,13 @@ def train_command(
     ] = None,
     workers: WorkersOption = None,
     tokenizer_sample: TokenizerSampleOption = None,
+    max_memory: Annotated[
+        float | None,
+        typer.Option("--max-memory", metavar="GB", show_default="Metal's recommended working set; elsewhere "
+                     "75% of memory",
+                     help="Memory budget for a training step (GiB): a new run splits its batch into "
+                     "micro-batches and/or recomputes blocks to fit, and MLX waits rather than exceed it."),
+    ] = None,
 ) -> None:
     """Train a story model: tokenize the data into a new run directory, then train with live progress.
 
@@ -238,6 +268,9 @@ def train_command(
                        seed=seed)
     if device is not None and device not in ("cpu", "gpu"):
         raise MlxstoryError(f"--device must be cpu or gpu, got {device!r}")
+    if max_memory is not None and not max_memory > 0:  # also NaN
+        raise MlxstoryError(f"--max-memory must be a positive number of GiB, got {max_memory}; "
+                            "e.g. --max-memory 4")
     tracker_names: list[str] = []
     if report_to is not None:
         from mlxstory.training.trackers import parse_tracker_names
@@ -267,7 +300,8 @@ def train_command(
             run = prepared_by_rank0(lambda: prepare_new_run(
                 data=data, preset=preset or DEFAULT_PRESET, config=config, train_config=train_config, out=out,
                 fields=fields, world_size=world_size_of(group), workers=workers,
-                tokenizer_sample=tokenizer_sample), group)
+                tokenizer_sample=tokenizer_sample, max_memory=max_memory, device=device), group)
+    limit_memory(max_memory)
 
     use_tui = rank_of(group) == 0 and (sys.stdout.isatty() if tui is None else tui)
     trainer = train_with_dashboard if use_tui else train_with_console

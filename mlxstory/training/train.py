@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
-from mlx.utils import tree_map
+from mlx.utils import tree_flatten, tree_map
 
 from mlxstory.data.batches import BatchSampler, fixed_batches
 from mlxstory.errors import MlxstoryError
@@ -132,7 +133,10 @@ def dropout_seed(seed: int, rank: int, step: int) -> int:
 def make_train_step(model: GPT, optimizer: AdamW, config: TrainConfig, group: Any = None):
     """One compiled optimizer step over `gradient_accumulation` micro-batches: (inputs, targets, lr) ->
     (mean loss, pre-clip grad norm); model and optimizer state are updated in place."""
-    loss_and_grad = training_value_and_grad(model)  # fused CPU formulation, plain modules elsewhere
+    model.recompute_blocks = config.recompute_blocks
+    # The fused CPU formulation, the plain modules elsewhere and whenever blocks are recomputed.
+    loss_and_grad = (nn.value_and_grad(model, loss_fn) if config.recompute_blocks
+                     else training_value_and_grad(model))
     world_size = 1 if group is None else group.size()
     micro = config.gradient_accumulation
     state = [model.state, optimizer.state, mx.random.state]
@@ -141,7 +145,10 @@ def make_train_step(model: GPT, optimizer: AdamW, config: TrainConfig, group: An
     def step(inputs: mx.array, targets: mx.array, lr: mx.array):
         loss, grads = loss_and_grad(model, inputs[0], targets[0])
         for i in range(1, micro):
-            more_loss, more_grads = loss_and_grad(model, inputs[i], targets[i])
+            # One micro-batch after the other: otherwise MLX, free to order independent work, runs
+            # their forward passes side by side and holds all their activations at once.
+            after = mx.depends(inputs[i], [loss] + [g for _, g in tree_flatten(grads)])
+            more_loss, more_grads = loss_and_grad(model, after, targets[i])
             loss = loss + more_loss
             grads = tree_map(mx.add, grads, more_grads)
         if micro > 1:
