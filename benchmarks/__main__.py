@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .report import markdown_table, write_results
-from .runner import SIDES, dumps, log, run_benchmarks
+from .runner import SIDES, dumps, log, run_benchmarks, run_memory_only
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the JSON document on stdout only")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="results folder")
     parser.add_argument("--no-save", action="store_true", help="write no result files")
+    parser.add_argument("--memory-only", type=Path, default=None, metavar="FILE",
+                        help="only each framework's step memory, each in a child process; JSON to FILE")
     args = parser.parse_args(argv)
+    if args.memory_only:
+        document = run_memory_only(args.presets.split(","), args.frameworks.split(","))
+        args.memory_only.parent.mkdir(parents=True, exist_ok=True)
+        args.memory_only.write_text(dumps(document) + "\n")
+        print(dumps(document))
+        return 0
     document = run_benchmarks(args.presets.split(","), frameworks=args.frameworks.split(","),
                               steps=args.steps, warmup=args.warmup)
     if not args.no_save:

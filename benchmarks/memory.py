@@ -31,6 +31,7 @@ from mlxstory.model.gpt import GPT, causal_mask, cross_entropy, draw_keep, loss_
 from mlxstory.training.optimizer import AdamW, clip_by_global_norm
 
 GIB = 2**30
+LIMIT_GIB = 2.0  # the issue's target for the `mac` preset's full-batch step
 
 
 def reference_features(model: GPT, tokens: mx.array, *, kept_attention: bool = True,
@@ -160,13 +161,16 @@ def breakdown(config: ModelConfig, batch_size: int) -> dict:
     measure("after, not compiled", config, loss_fn, compiled=False)
     measure("after, one block", one_block, loss_fn)
     measure("after + recompute_blocks", config, loss_fn, recompute_blocks=True)
-    limit = mx.set_memory_limit(1)  # MLX waits for each op before the next: no run-ahead allocations
-    try:
-        measure("before, one op at a time", config, reference_loss_fn)
-        measure("after, one op at a time", config, loss_fn)
-        measure("after + recompute_blocks, one op at a time", config, loss_fn, recompute_blocks=True)
-    finally:
-        mx.set_memory_limit(limit)
+    for name, limit in (("one op at a time", 1), (f"memory limit {LIMIT_GIB:g} GiB", int(LIMIT_GIB * GIB))):
+        # 1 byte: MLX waits for each op before the next, no run-ahead allocations: what the step needs.
+        previous = mx.set_memory_limit(limit)
+        try:
+            if limit == 1:
+                measure(f"before, {name}", config, reference_loss_fn)
+            measure(f"after, {name}", config, loss_fn)
+            measure(f"after + recompute_blocks, {name}", config, loss_fn, recompute_blocks=True)
+        finally:
+            mx.set_memory_limit(previous)
     return rows
 
 
@@ -177,21 +181,35 @@ def state_bytes(config: ModelConfig) -> dict:
 
 
 def speed_ratio(config: ModelConfig, batch_size: int, steps: int) -> dict:
-    """New / old plain-path tokens/s, the two compiled steps interleaved (ABBA) after one warm-up."""
-    sides = {"before": Step(config, batch_size, reference_loss_fn),
-             "after": Step(config, batch_size, loss_fn)}
-    for side in sides.values():
-        side.run()
-    times: dict[str, list[float]] = {name: [] for name in sides}
+    """Tokens/s of the plain path after / before, the compiled steps interleaved (rotating order) after
+    one warm-up each; "after, memory limit" runs with MLX's memory limit at LIMIT_GIB."""
+    limited = f"after, memory limit {LIMIT_GIB:g} GiB"
+    sides = {"before": (Step(config, batch_size, reference_loss_fn), None),
+             "after": (Step(config, batch_size, loss_fn), None),
+             limited: (Step(config, batch_size, loss_fn), int(LIMIT_GIB * GIB))}
+
+    def run(name: str) -> float:
+        step, limit = sides[name]
+        previous = mx.set_memory_limit(limit) if limit else None
+        started = time.perf_counter()
+        step.run()
+        seconds = time.perf_counter() - started
+        if previous is not None:
+            mx.set_memory_limit(previous)
+        return seconds
+
+    names = list(sides)
+    for name in names:
+        run(name)
+    times: dict[str, list[float]] = {name: [] for name in names}
     for i in range(steps):
-        for name in (("before", "after") if i % 2 == 0 else ("after", "before")):
-            started = time.perf_counter()
-            sides[name].run()
-            times[name].append(time.perf_counter() - started)
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            times[name].append(run(name))
     median = {name: statistics.median(t) for name, t in times.items()}
+    tokens = batch_size * config.context_length
     return {"steps_each": steps, "seconds_per_step_median": median,
-            "tokens_per_second": {name: sides[name].tokens / s for name, s in median.items()},
-            "after_over_before": median["before"] / median["after"]}
+            "tokens_per_second": {name: tokens / s for name, s in median.items()},
+            "over_before": {name: median["before"] / s for name, s in median.items()}}
 
 
 def loadavg() -> list[float]:

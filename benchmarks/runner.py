@@ -231,6 +231,32 @@ def run_benchmarks(presets: list[str], *, frameworks: list[str] | None = None, s
     }
 
 
+def run_memory_only(presets: list[str], frameworks: list[str], steps: int = 2) -> dict:
+    """Each framework's (and, on a CPU-only machine, MLX's plain path's) training-step memory, each in a
+    child process of its own, at the preset's full batch; no timing."""
+    import mlx.core as mx
+
+    info = machine_info()
+    cpu = not mx.is_available(mx.gpu)
+    rows = []
+    for preset in presets:
+        batch_size = load_preset(preset)[1].contexts_per_batch
+        runs = [(name, False) for name in frameworks]
+        runs += [("mlx", True)] if cpu and "mlx" in frameworks else []
+        for framework, plain in runs:
+            log(f"[{preset}] memory of {framework}{' (plain)' if plain else ''} in a child process")
+            report = child_memory(preset, framework, plain, batch_size, steps)
+            if report is not None:
+                report["batch_size"] = batch_size
+                report["rss_growth_kind"] = MEMORY_KINDS["rss"]
+                report["allocator_peak_kind"] = MEMORY_KINDS["mlx"] if framework == "mlx" else None
+                rows.append(report)
+    info["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine_tag": machine_tag(info), "machine": info,
+            "method": f"{steps} training steps per child process; memory only", "memory": rows}
+
+
 def ratios(results: list[dict]) -> dict:
     """MLX / PyTorch per preset, for the median step and for the best step."""
     out = {}

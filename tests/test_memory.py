@@ -191,3 +191,41 @@ def test_the_default_budget_leaves_the_os_room():
     budget, source = memory.default_budget()
     assert 0 < budget < memory.total_memory_bytes()
     assert source
+
+
+def test_train_max_memory_splits_the_batch_and_says_so_in_one_line(tmp_path, sample_parquet):
+    from typer.testing import CliRunner
+
+    from mlxstory.cli import app
+    from mlxstory.formats.config import load_preset
+    from mlxstory.training.run_dir import open_run
+
+    whole = memory.probe(load_preset("tiny")[0], False).peak(8, 1)
+    budget_gib = 0.7 * whole / memory.GIB  # the 8-window batch at once does not fit
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--data", str(sample_parquet), "--preset", "tiny",
+                                      "--batch-size", "8", "--iterations", "1", "--no-tui", "--out", str(run),
+                                      "--max-memory", f"{budget_gib:.6f}"])
+    assert result.exit_code == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if line.startswith("memory: ")]
+    assert len(said) == 1 and "micro-batches of" in said[0], result.stderr
+    train_config = open_run(run).train_config
+    assert train_config.gradient_accumulation > 1
+    assert train_config.contexts_per_batch * train_config.gradient_accumulation == 8
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("0", "--max-memory must be a positive number of GiB"),
+    ("0.000001", "raise --max-memory or choose a smaller model"),
+])
+def test_train_max_memory_bad_values_are_one_error_line(tmp_path, sample_parquet, value, expected):
+    from typer.testing import CliRunner
+
+    from mlxstory.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--data", str(sample_parquet), "--preset", "tiny", "--no-tui",
+                                      "--out", str(tmp_path / "r"), "--max-memory", value])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and expected in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1
+    assert not (tmp_path / "r").exists()

@@ -128,14 +128,18 @@ def test_mlxstory_bench_json_has_the_contract_fields(tmp_path):
                                       "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    rows = {(r["framework"], r["preset"]): r for r in document["results"]}
-    assert set(rows) == {("mlx", "tiny"), ("pytorch", "tiny")}
+    rows = {(r["framework"], r["path"] == "plain"): r for r in document["results"]}
+    # On the CPU, MLX's plain (device-agnostic, as on Metal) path gets a row of its own.
+    assert set(rows) == {("mlx", False), ("pytorch", False), ("mlx", True)}
     for row in rows.values():
-        assert row["device"] == "cpu"
+        assert row["device"] == "cpu" and row["preset"] == "tiny"
         assert row["train_tokens_per_second"] > 0 and row["generate_tokens_per_second"] > 0
         assert row["train_ms_per_step"] == pytest.approx(32 * 64 / row["train_tokens_per_second"] * 1000)
-        assert "peak_memory_bytes" in row
-    assert rows[("mlx", "tiny")]["peak_memory_bytes"] > 0
+        assert row["peak_memory_bytes"] > 0 and row["rss_growth_bytes"] > 0  # each measured in a child
+        assert row["peak_memory_kind"]
+    assert "resident-set growth of a child process" in rows[("pytorch", False)]["peak_memory_kind"]
+    assert document["ratios"]["tiny"]["train_median"] == pytest.approx(
+        rows[("mlx", False)]["train_tokens_per_second"] / rows[("pytorch", False)]["train_tokens_per_second"])
     folder = tmp_path / document["machine_tag"]
     assert {p.name for p in folder.iterdir()} == {"results.json", "results.md", "chart.png"}
     assert "| tiny | mlx | cpu |" in (folder / "results.md").read_text()

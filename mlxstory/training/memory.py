@@ -30,6 +30,10 @@ class MemoryBudgetError(MlxstoryError):
     """The run cannot fit the memory budget in any way this module knows."""
 
 
+def size(count: int) -> str:
+    return f"{count / GIB:.1f} GiB" if count >= GIB else f"{count / 2**20:.0f} MiB"
+
+
 def total_memory_bytes() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -120,7 +124,7 @@ class Plan:
         plural = "es" if self.micro_batches > 1 else ""
         how = f"{self.micro_batches} micro-batch{plural} of {self.rows} windows"
         recompute = "recomputing blocks" if self.recompute_blocks else "no recomputation"
-        return (f"memory: ~{self.peak_bytes / GIB:.1f} GiB per step within {self.budget_bytes / GIB:.1f} GiB "
+        return (f"memory: ~{size(self.peak_bytes)} per step within {size(self.budget_bytes)} "
                 f"({self.budget_source}): {how}, {recompute}")
 
 
@@ -134,9 +138,10 @@ def choose(train_config: TrainConfig, budget: int, source: str, models: dict[boo
             if peak <= PLAN_SHARE * budget:
                 return Plan(k, batch // k, recompute, peak, budget, source)
     least = min(model.peak(1, batch * accumulation) for model in models.values())
-    raise MemoryBudgetError(f"a training step needs at least {least / GIB:.2f} GiB even one window at a time "
-                            f"(blocks recomputed), over the {budget / GIB:.2f} GiB budget ({source}); raise "
-                            "--max-memory or choose a smaller model (e.g. --preset small)")
+    usable = size(int(PLAN_SHARE * budget))
+    raise MemoryBudgetError(f"a training step needs at least {size(least)} even one window at a time "
+                            f"(blocks recomputed), over {usable} of the {size(budget)} budget ({source}); "
+                            "raise --max-memory or choose a smaller model (e.g. --preset small)")
 
 
 def fit(model_config: ModelConfig, train_config: TrainConfig, budget: int, source: str,
