@@ -93,9 +93,9 @@ def prepare_new_run(
     check_new_run_path(out)  # before reading any data: fail fast, overwrite nothing
     sample = parse_bytes(tokenizer_sample)
     workers = check_workers(workers) if workers is not None else physical_cores()
-    train_settings = fit_memory(model_config, train_settings, max_memory, device)
 
     chosen = choose_data(data, preset)
+    train_settings = fit_memory(model_config, train_settings, max_memory, device)  # after the data checks
     with progress_bars() as bar:
         unit = getattr(chosen.get("texts"), "unit", "")
         bars = {"read": bar("reading stories, counting words", unit),
