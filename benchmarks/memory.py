@@ -186,7 +186,8 @@ def speed_ratio(config: ModelConfig, batch_size: int, steps: int) -> dict:
     limited = f"after, memory limit {LIMIT_GIB:g} GiB"
     sides = {"before": (Step(config, batch_size, reference_loss_fn), None),
              "after": (Step(config, batch_size, loss_fn), None),
-             limited: (Step(config, batch_size, loss_fn), int(LIMIT_GIB * GIB))}
+             limited: (Step(config, batch_size, loss_fn), int(LIMIT_GIB * GIB)),
+             "after + recompute_blocks": (Step(config, batch_size, loss_fn, recompute_blocks=True), None)}
 
     def run(name: str) -> float:
         step, limit = sides[name]
@@ -212,6 +213,73 @@ def speed_ratio(config: ModelConfig, batch_size: int, steps: int) -> dict:
             "over_before": {name: median["before"] / s for name, s in median.items()}}
 
 
+def micro_batch_check(config: ModelConfig, batch_size: int, micro: int, steps: int) -> dict:
+    """The full batch as `micro` serial micro-batches on the plain path (what `--max-memory` plans), as
+    `make_train_step` builds it: its peak, and its tokens/s over the full-batch step before issue 14,
+    interleaved."""
+    from unittest import mock
+
+    from mlxstory.model import fast_path
+    from mlxstory.training.train import make_train_step
+
+    _, train_config = load_preset("mac")
+    before = Step(config, batch_size, reference_loss_fn)
+    with mock.patch.object(fast_path, "use_fast_path", lambda device=None: False):
+        mx.random.seed(0)
+        model = GPT(config)
+        model.train()
+        optimizer = AdamW(model.trainable_parameters(), model.decay_mask(), betas=train_config.betas,
+                          weight_decay=train_config.weight_decay)
+        step = make_train_step(model, optimizer, replace(train_config, contexts_per_batch=batch_size // micro,
+                                                         gradient_accumulation=micro))
+    shape = (micro, batch_size // micro, config.context_length)
+    inputs, targets = before.inputs.reshape(shape), before.targets.reshape(shape)
+    lr = mx.array(1e-4, dtype=mx.float32)
+
+    def after() -> None:
+        mx.eval(step(inputs, targets, lr), model.parameters(), optimizer.state)
+
+    sides = {"before": before.run, f"after, {micro} micro-batches": after}
+    for run in sides.values():
+        run()
+    mx.reset_peak_memory()
+    after()
+    peak = int(mx.get_peak_memory())
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for i in range(steps):
+        for name in (list(sides) if i % 2 == 0 else list(sides)[::-1]):
+            started = time.perf_counter()
+            sides[name]()
+            times[name].append(time.perf_counter() - started)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    return {"micro_batches": micro, "rows": batch_size // micro, "peak_bytes": peak, "steps_each": steps,
+            "seconds_per_step_median": median,
+            "over_before": {name: median["before"] / s for name, s in median.items()}}
+
+
+def plain_plans(config: ModelConfig, budgets_gib: list[float]) -> dict:
+    """What `--max-memory` would choose for each budget on a device that trains the plain path (Metal,
+    CUDA): the planner's probes run with the plain path forced, here on the CPU."""
+    from unittest import mock
+
+    from mlxstory.model import fast_path
+    from mlxstory.training import memory
+
+    _, train_config = load_preset("mac")
+    with mock.patch.object(fast_path, "use_fast_path", lambda device=None: False):
+        models = {recompute: memory.probe(config, recompute) for recompute in (False, True)}
+    plans = {"models": {str(k): vars(m) for k, m in models.items()}}
+    for budget in budgets_gib:
+        try:
+            plan = memory.choose(train_config, int(budget * GIB), f"{budget:g} GiB", models)
+            plans[f"{budget:g} GiB"] = {"micro_batches": plan.micro_batches, "rows": plan.rows,
+                                        "recompute_blocks": plan.recompute_blocks,
+                                        "estimated_peak_bytes": plan.peak_bytes, "line": plan.describe()}
+        except memory.MemoryBudgetError as error:
+            plans[f"{budget:g} GiB"] = {"error": str(error)}
+    return plans
+
+
 def loadavg() -> list[float]:
     return list(os.getloadavg())
 
@@ -222,6 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="rows per step (default: the preset's)")
     parser.add_argument("--speed-steps", type=int, default=3, help="interleaved timed steps each (0: none)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON document here")
+    parser.add_argument("--speed-only", action="store_true", help="skip the peaks; only the speed ratios")
+    parser.add_argument("--micro-batches", type=int, default=0, help="only: the full batch as N serial "
+                        "micro-batches on the plain path, its peak and speed over before")
+    parser.add_argument("--plans", default="", help="GiB budgets, comma-separated: what --max-memory picks "
+                        "on the plain path (as on Metal)")
     args = parser.parse_args(argv)
     mx.set_default_device(mx.cpu if not mx.is_available(mx.gpu) else mx.gpu)
     config, train_config = load_preset(args.preset)
@@ -234,7 +307,14 @@ def main(argv: list[str] | None = None) -> int:
                   "after mx.reset_peak_memory; one process, one configuration after another",
         "state_bytes": state_bytes(config), "load_average_before": loadavg(),
     }
-    document["peak_bytes"] = breakdown(config, batch_size)
+    if not args.speed_only:
+        document["peak_bytes"] = breakdown(config, batch_size)
+    if args.plans:
+        document["plain_path_plans"] = plain_plans(config, [float(b) for b in args.plans.split(",")])
+    if args.micro_batches:
+        document["micro_batch_check"] = micro_batch_check(config, batch_size, args.micro_batches,
+                                                          max(args.speed_steps, 2))
+        args.speed_steps = 0
     if args.speed_steps:
         document["speed"] = speed_ratio(config, batch_size, args.speed_steps)
     document["load_average_after"] = loadavg()
