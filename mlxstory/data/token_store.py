@@ -289,6 +289,9 @@ class _Scan:
     counts: WordCounts = field(default_factory=WordCounts)
     drawn_bytes: int = 0
     drawn_stories: int = 0
+    # each chunk's split (np.packbits of is_val) under val_below, so pass two need not hash again;
+    # None once val_below moved (a split was empty)
+    splits: list[np.ndarray] | None = field(default_factory=list)
 
     def add(self, other: _Scan) -> None:
         self.stories += other.stories
@@ -296,6 +299,8 @@ class _Scan:
         self.counts.update(other.counts)
         self.drawn_bytes += other.drawn_bytes
         self.drawn_stories += other.drawn_stories
+        if self.splits is not None and other.splits is not None:
+            self.splits.extend(other.splits)
         if other.lowest is not None:
             self.lowest = other.lowest.merge(self.lowest, lowest=True)
             self.highest = other.highest.merge(self.highest, lowest=False)
@@ -305,13 +310,14 @@ def _scan_chunk(task: tuple[Chunk, bytes, int, int, bool]) -> _Scan:
     """Pass one over a chunk (in a worker): split hashes, and the words of drawn train stories."""
     chunk, key, val_below, sample_below, count_words = task
     stories = chunk.stories()
-    scan = _Scan(0, 0.0, val_below, sample_below, stories=len(stories))
+    scan = _Scan(0, 0.0, val_below, sample_below, stories=len(stories), splits=[np.zeros(0, np.uint8)])
     if not stories:
         return scan
     hashes = np.array([_hash(text, key) for text in stories], dtype=np.uint64).reshape(-1, 2)
     split_hash = hashes[:, 0]
     is_val = split_hash < np.uint64(val_below) if val_below < _FULL else np.ones(len(stories), bool)
     scan.val_stories = int(is_val.sum())
+    scan.splits = [np.packbits(is_val)]
     drawn = [stories[i] for i in np.flatnonzero(~is_val & (hashes[:, 1] < np.uint64(sample_below)))] \
         if sample_below < _FULL else [stories[i] for i in np.flatnonzero(~is_val)]
     for attribute, index in (("lowest", int(split_hash.argmin())), ("highest", int(split_hash.argmax()))):
@@ -349,6 +355,7 @@ def _scan(source: Source, pool: WorkerPool, val_fraction: float, seed: int, *, c
     if total.val_stories == 0:  # everything hashed to train: the lowest-hash story (and its copies) is val
         moved = total.lowest
         total.val_below, total.val_stories = moved.hash + 1, moved.count
+        total.splits = None
         if count_words and _hash(moved.text, key)[1] < sample_below:
             total.counts.add([moved.text], times=-moved.count)
             total.drawn_stories -= moved.count
@@ -356,6 +363,7 @@ def _scan(source: Source, pool: WorkerPool, val_fraction: float, seed: int, *, c
     elif total.val_stories == total.stories:  # everything hashed to val: the highest goes to train
         moved = total.highest
         total.val_below, total.val_stories = moved.hash, total.stories - moved.count
+        total.splits = None
         if count_words:
             total.counts.add([moved.text], times=moved.count)
             total.drawn_stories += moved.count
@@ -406,13 +414,17 @@ def _worker_tokenizer(spec: str) -> Tokenizer:
     return _TOKENIZERS[spec]
 
 
-def _encode_chunk(task: tuple[Chunk, bytes, int, str, str]) -> tuple[int, dict[str, tuple]]:
+def _encode_chunk(task: tuple[Chunk, bytes, int, str, str, np.ndarray | None]
+                  ) -> tuple[int, dict[str, tuple]]:
     """Pass two over a chunk (in a worker): per split, (tokens, story ends, story indices in the chunk,
-    text bytes, unknown characters)."""
-    chunk, key, val_below, spec, dtype = task
+    text bytes, unknown characters). `split` is pass one's packed is_val, else the stories are hashed."""
+    chunk, key, val_below, spec, dtype, split = task
     tokenizer = _worker_tokenizer(spec)
     stories = chunk.stories()
-    is_val = np.fromiter((_hash(text, key)[0] < val_below for text in stories), bool, len(stories))
+    if split is not None:
+        is_val = np.unpackbits(split, count=len(stories)).astype(bool)
+    else:
+        is_val = np.fromiter((_hash(text, key)[0] < val_below for text in stories), bool, len(stories))
     out = {}
     for name, indices in (("train", np.flatnonzero(~is_val)), ("val", np.flatnonzero(is_val))):
         texts = [stories[i] for i in indices]
@@ -509,7 +521,9 @@ def _write_tokens(source: Source, scan: _Scan, spec: str, dtype: np.dtype, pool:
                   temps: dict[str, Path], progress: Progress | None) -> tuple[dict[str, dict], str]:
     """Encode every chunk (in workers), append each split's tokens and story rows to its own temp file in
     source order, then put the val tokens after the train tokens. Returns the splits and the sha256."""
-    tasks = ((chunk, _key(scan.seed), scan.val_below, spec, dtype.name) for chunk in source.chunks())
+    splits = iter(scan.splits) if scan.splits is not None else None
+    tasks = ((chunk, _key(scan.seed), scan.val_below, spec, dtype.name,
+              next(splits) if splits is not None else None) for chunk in source.chunks())
 
     files = {name: open(temps[name], "wb") for name in ("tokens.bin", "val.bin", "train.rows", "val.rows")}
     token_file = {"train": files["tokens.bin"], "val": files["val.bin"]}
