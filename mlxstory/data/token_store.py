@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from hashlib import blake2b
 from pathlib import Path
 from typing import Any
 
@@ -313,7 +314,8 @@ def _scan_chunk(task: tuple[Chunk, bytes, int, int, bool]) -> _Scan:
     scan = _Scan(0, 0.0, val_below, sample_below, stories=len(stories), splits=[np.zeros(0, np.uint8)])
     if not stories:
         return scan
-    hashes = np.array([_hash(text, key) for text in stories], dtype=np.uint64).reshape(-1, 2)
+    digests = b"".join(blake2b(text.encode("utf-8"), digest_size=16, key=key).digest() for text in stories)
+    hashes = np.frombuffer(digests, dtype="<u8").reshape(-1, 2)  # as _hash reads them, without the ints
     split_hash = hashes[:, 0]
     is_val = split_hash < np.uint64(val_below) if val_below < _FULL else np.ones(len(stories), bool)
     scan.val_stories = int(is_val.sum())

@@ -224,7 +224,7 @@ class Tokenizer:
             reduce(iadd, map(spaced, islice(parts, 1, None)), flat)
             flat.append(eot)
             ends.append(len(flat))
-        return np.array(flat, dtype=dtype), np.array(ends, dtype=np.int64)
+        return np.fromiter(flat, dtype, len(flat)), np.fromiter(ends, np.int64, len(ends))  # < np.array
 
     def _report_unknown(self, count: int, on_unknown: OnUnknown) -> None:
         message = (f"{count} character(s) outside the tokenizer's alphabet were encoded as {UNK} "
