@@ -230,7 +230,7 @@ def _decode(data: bytes, path: str, offset: int) -> str:
     except UnicodeDecodeError as error:
         raise DataError(f"{path} is not UTF-8 text (invalid byte at offset {offset + error.start}); "
                         "re-save it as UTF-8") from None
-    return text.replace("\r\n", "\n")
+    return text.replace("\r\n", "\n") if "\r" in text else text  # `in` scans several times faster
 
 
 def _jsonl_texts(text: str, path: str, offset: int) -> list[str]:
