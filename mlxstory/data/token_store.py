@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from hashlib import blake2b
 from pathlib import Path
 from typing import Any
@@ -297,7 +298,8 @@ class _Scan:
     def add(self, other: _Scan) -> None:
         self.stories += other.stories
         self.val_stories += other.val_stories
-        self.counts.update(other.counts)
+        if other.counts is not self.counts:  # in-process chunks count straight into the total
+            self.counts.update(other.counts)
         self.drawn_bytes += other.drawn_bytes
         self.drawn_stories += other.drawn_stories
         if self.splits is not None and other.splits is not None:
@@ -307,11 +309,13 @@ class _Scan:
             self.highest = other.highest.merge(self.highest, lowest=False)
 
 
-def _scan_chunk(task: tuple[Chunk, bytes, int, int, bool]) -> _Scan:
-    """Pass one over a chunk (in a worker): split hashes, and the words of drawn train stories."""
+def _scan_chunk(task: tuple[Chunk, bytes, int, int, bool], counts: WordCounts | None = None) -> _Scan:
+    """Pass one over a chunk (in a worker): split hashes, and the words of drawn train stories (into
+    `counts` when given: in one process that skips merging a Counter per chunk)."""
     chunk, key, val_below, sample_below, count_words = task
     stories = chunk.stories()
-    scan = _Scan(0, 0.0, val_below, sample_below, stories=len(stories), splits=[np.zeros(0, np.uint8)])
+    scan = _Scan(0, 0.0, val_below, sample_below, stories=len(stories), splits=[np.zeros(0, np.uint8)],
+                 counts=counts if counts is not None else WordCounts())
     if not stories:
         return scan
     digests = b"".join(blake2b(text.encode("utf-8"), digest_size=16, key=key).digest() for text in stories)
@@ -343,7 +347,8 @@ def _scan(source: Source, pool: WorkerPool, val_fraction: float, seed: int, *, c
         sample_below = min(_FULL, round(_FULL * sample / approx_train_bytes))
     total = _Scan(seed, val_fraction, val_below, sample_below)
     tasks = ((chunk, key, val_below, sample_below, count_words) for chunk in source.chunks())
-    for part in _mapped(pool, _scan_chunk, tasks, source.total, progress):
+    scan_chunk = partial(_scan_chunk, counts=total.counts) if pool.workers == 1 else _scan_chunk
+    for part in _mapped(pool, scan_chunk, tasks, source.total, progress):
         total.add(part)
     where = getattr(source, "where", "") or source.name
     if total.stories == 0:

@@ -413,12 +413,14 @@ class WordCounts:
 
     def add(self, texts: Sequence[str], times: int = 1) -> None:
         """Count the chunks of `texts` (`times` times; negative takes them away again)."""
-        heads = Counter(text.split(" ", 1)[0] for text in texts)
-        spaced = Counter(" ".join(texts).split(" "))  # joining with a space keeps every chunk apart
-        if times != 1:
-            heads = Counter({chunk: n * times for chunk, n in heads.items()})
-            spaced = Counter({chunk: n * times for chunk, n in spaced.items()})
-        self.update_from(heads, spaced)
+        heads = (text.split(" ", 1)[0] for text in texts)
+        spaced = " ".join(texts).split(" ")  # joining with a space keeps every chunk apart
+        if times == 1:  # straight into ours, in C: same counts and key order as counting apart, then merging
+            self.heads.update(heads)
+            self.spaced.update(spaced)
+            return
+        self.update_from(Counter({chunk: n * times for chunk, n in Counter(heads).items()}),
+                         Counter({chunk: n * times for chunk, n in Counter(spaced).items()}))
 
     def update(self, other: WordCounts) -> None:
         self.update_from(other.heads, other.spaced)
