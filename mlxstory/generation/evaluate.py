@@ -60,10 +60,7 @@ def encode_texts(
             ids.extend(story)
             ids.append(tokenizer.eot_id)
         byte_count += sum(len(text.encode("utf-8")) for text in chunk)
-    tokens = np.array(ids, dtype=np.int64)
-    if max_tokens is not None and len(tokens) > max_tokens:
-        return tokens[:max_tokens], prefix_bytes(tokens[:max_tokens], tokenizer)
-    return tokens, byte_count
+    return token_prefix(np.array(ids, dtype=np.int64), byte_count, tokenizer, max_tokens)
 
 
 def token_prefix(tokens: np.ndarray, byte_count: int, tokenizer: Any,
