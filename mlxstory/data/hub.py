@@ -173,17 +173,23 @@ def _offline_errors() -> tuple[type[BaseException], ...]:
     """What listing a repo raises when the hub cannot be reached (not: when the repo does not exist)."""
     from huggingface_hub.errors import OfflineModeIsEnabled
 
-    found: list[type[BaseException]] = [OfflineModeIsEnabled, OSError]
+    # httpx.Timeout is a settings class, not an error: `_http_errors` keeps exception classes only.
+    return (OfflineModeIsEnabled, OSError, *_http_errors("TransportError", "ConnectionError", "Timeout"))
+
+
+def _http_errors(*attributes: str) -> list[type[BaseException]]:
+    """The named exception classes of whichever HTTP clients huggingface_hub may be built on."""
+    found: list[type[BaseException]] = []
     for module_name in ("httpx2", "httpx", "requests"):
         try:
             module = __import__(module_name)
         except ImportError:
             continue
-        for attribute in ("TransportError", "ConnectionError", "Timeout"):  # httpx.Timeout is no error
+        for attribute in attributes:
             candidate = getattr(module, attribute, None)
             if isinstance(candidate, type) and issubclass(candidate, BaseException):
                 found.append(candidate)
-    return tuple(found)
+    return found
 
 
 def _not_found_errors() -> tuple[type[BaseException], ...]:
@@ -211,13 +217,5 @@ def _hub_errors() -> tuple[type[BaseException], ...]:
     (older huggingface_hub raises requests' errors, newer ones httpx's, which are not OSErrors)."""
     from huggingface_hub import errors
 
-    found: list[type[BaseException]] = [OSError, errors.HfHubHTTPError, errors.EntryNotFoundError]
-    for module_name in ("httpx2", "httpx", "requests"):
-        try:
-            module = __import__(module_name)
-        except ImportError:
-            continue
-        for attribute in ("HTTPError", "RequestException"):
-            if isinstance(getattr(module, attribute, None), type):
-                found.append(getattr(module, attribute))
-    return tuple(found)
+    return (OSError, errors.HfHubHTTPError, errors.EntryNotFoundError,
+            *_http_errors("HTTPError", "RequestException"))
