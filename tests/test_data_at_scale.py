@@ -99,7 +99,7 @@ def test_open_files_takes_a_list_of_local_files(tmp_path: Path, stories: list[st
     for k in range(3):
         shards.append(tmp_path / f"shard-{k}.parquet")
         pq.write_table(pa.table({"text": stories[k * 100 : (k + 1) * 100]}), shards[-1])
-    source = open_files(shards, "hf:someone/stories", "someone/stories from the hub cache")
+    source = open_files(shards, "hf:someone/stories")
     assert source.name == "hf:someone/stories" and source.total == 300
     assert source.read_all().texts == stories[:300]
 

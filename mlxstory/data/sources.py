@@ -12,6 +12,7 @@ Hugging Face cache, which are then streamed like local files; nothing here touch
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -31,6 +32,7 @@ SUFFIXES = (".parquet", ".txt", ".jsonl")
 SOURCE_HELP = ("a .parquet, .txt or .jsonl file, a folder of such files (one kind), hf:OWNER/NAME, "
                "tinystories, tinystories-10k, or demo")
 CHUNK_BYTES = 4 << 20  # text per chunk: big enough to amortise a task, small enough to bound memory
+_LIST_CHUNK = 4096  # stories per chunk of an in-memory source
 _KINDS = {".parquet": "parquet", ".txt": "text", ".jsonl": "jsonl"}
 
 _BLANK_LINES = re.compile(r"\n[ \t]*\n")
@@ -78,10 +80,13 @@ class SourceTexts:
     def total(self) -> int:
         return len(self.texts)
 
-    def chunks(self, stories_per_chunk: int = 4096) -> Iterator[Chunk]:
-        for first in range(0, len(self.texts), stories_per_chunk):
-            part = self.texts[first : first + stories_per_chunk]
+    def chunks(self) -> Iterator[Chunk]:
+        for first in range(0, len(self.texts), _LIST_CHUNK):
+            part = self.texts[first : first + _LIST_CHUNK]
             yield Chunk("list", part, size=len(part))
+
+    def describe(self, stories: int) -> str:
+        return self.description
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,6 @@ class FileSource:
     files: tuple[Path, ...]
     kind: str  # "text", "jsonl" or "parquet"
     name: str
-    description: str
     fallback_reason: str | None = None
     where: str = ""  # what an empty-source error names (a file or folder)
     total: int = 0  # progress units: rows for parquet, else bytes
@@ -129,8 +133,8 @@ class FileSource:
 Source = FileSource | SourceTexts
 
 
-def open_files(files: Sequence[str | Path], name: str, description: str | None = None,
-               *, where: str | Path | None = None, hub_files: hub.HubFiles | None = None) -> FileSource:
+def open_files(files: Sequence[str | Path], name: str, *, where: str | Path | None = None,
+               hub_files: hub.HubFiles | None = None) -> FileSource:
     """A streaming source over local files of one kind (.parquet, .txt or .jsonl), read in the order
     given. Nothing is read yet beyond sizes and parquet footers."""
     paths = tuple(Path(f) for f in files)
@@ -151,9 +155,7 @@ def open_files(files: Sequence[str | Path], name: str, description: str | None =
         sizes = [_parquet_size(p) for p in paths]
         total, text_bytes = sum(rows for rows, _ in sizes), sum(nbytes for _, nbytes in sizes)
     where = str(where or (paths[0] if len(paths) == 1 else paths[0].parent))
-    files_text = str(paths[0]) if len(paths) == 1 else f"{len(paths)} {kind} files in {where}"
-    return FileSource(paths, kind, name, description or f"{files_text} ({kind}, {size / 1e6:,.1f} MB)",
-                      where=where, total=total, text_bytes=text_bytes, hub_files=hub_files)
+    return FileSource(paths, kind, name, where=where, total=total, text_bytes=text_bytes, hub_files=hub_files)
 
 
 def open_source(source: str | Path) -> Source:
@@ -165,9 +167,7 @@ def open_source(source: str | Path) -> Source:
     dataset = hub.parse(source_str)
     if dataset is not None:
         found = hub.resolve(dataset)
-        return open_files(found.files, source_str, f"the Hugging Face dataset {dataset.repo_id} at "
-                          f"{found.commit[:12]} (cached at {found.snapshot})", where=found.snapshot,
-                          hub_files=found)
+        return open_files(found.files, source_str, where=found.snapshot, hub_files=found)
     path = Path(source_str).expanduser()
     if not path.exists():
         raise DataError(f"data source not found: {path}; pass --data {SOURCE_HELP}")
@@ -266,7 +266,7 @@ def _line_number(path: str, offset: int, line_in_chunk: int) -> int:
 def _byte_chunks(path: Path, kind: str, chunk_bytes: int) -> Iterator[Chunk]:
     """Blocks of about `chunk_bytes` that end between stories (after <|endoftext|>, a blank line, or for
     jsonl a newline), so each one parses on its own into the stories the whole file holds."""
-    marker = kind == "text" and _contains(path, _MARKER_BYTES)
+    marker = kind == "text" and _has_marker(path, *_identity(path))
     offset, buffer = 0, b""
     with open(path, "rb") as file:
         while True:
@@ -301,14 +301,22 @@ def _last_boundary(buffer: bytes, kind: str, marker: bool) -> int:
         search_from = 0
 
 
-def _contains(path: Path, needle: bytes) -> bool:
-    """Whether the file holds `needle` anywhere (read in blocks; usually found in the first one)."""
+def _identity(path: Path) -> tuple[int, int]:
+    status = path.stat()
+    return status.st_size, status.st_mtime_ns
+
+
+@functools.cache
+def _has_marker(path: Path, size: int, mtime_ns: int) -> bool:
+    """Whether the file holds <|endoftext|> anywhere (read in blocks; usually found in the first one).
+    Cached per file version: a token store reads a source twice, and a file without the marker would
+    otherwise be read through once more for each pass."""
     tail = b""
     with open(path, "rb") as file:
         while block := file.read(CHUNK_BYTES):
-            if needle in tail + block:
+            if _MARKER_BYTES in tail + block:
                 return True
-            tail = block[1 - len(needle):]
+            tail = block[1 - len(_MARKER_BYTES):]
     return False
 
 

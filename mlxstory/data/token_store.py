@@ -492,7 +492,7 @@ def _write_store(out: Path, source: Source, tokenizer: Tokenizer, scan: _Scan, p
 
     _write_atomic(out / TOKENIZER_FILE, tokenizer.save)
     fallback = source.fallback_reason
-    description = source.description if isinstance(source, SourceTexts) else source.describe(scan.stories)
+    description = source.describe(scan.stories)
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
