@@ -274,10 +274,11 @@ def training_value_and_grad(model: GPT, device: mx.Device | mx.DeviceType | None
     On the CPU: the fused loss, with the batch split across one MLX CPU stream per physical core
     (each stream is a thread, so the elementwise work MLX runs single-threaded uses every core) and
     MKL at one thread per stream. The parts' losses and gradients are averaged weighted by their
-    size, so the result is the whole batch's mean. Elsewhere: the plain loss, unchanged.
+    size, so the result is the whole batch's mean. Elsewhere, and whenever the model recomputes its
+    blocks in the backward pass (only the plain modules do): the plain loss, unchanged.
     Called with (model, inputs[B, T], targets[B, T]) -> (loss, grads), inside `mx.compile` or not.
     """
-    if not use_fast_path(device):
+    if model.recompute_blocks or not use_fast_path(device):
         return nn.value_and_grad(model, loss_fn)
     value_and_grad = nn.value_and_grad(model, fast_loss_fn)
     workers = cpu_workers()

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
@@ -134,9 +133,7 @@ def make_train_step(model: GPT, optimizer: AdamW, config: TrainConfig, group: An
     """One compiled optimizer step over `gradient_accumulation` micro-batches: (inputs, targets, lr) ->
     (mean loss, pre-clip grad norm); model and optimizer state are updated in place."""
     model.recompute_blocks = config.recompute_blocks
-    # The fused CPU formulation, the plain modules elsewhere and whenever blocks are recomputed.
-    loss_and_grad = (nn.value_and_grad(model, loss_fn) if config.recompute_blocks
-                     else training_value_and_grad(model))
+    loss_and_grad = training_value_and_grad(model)
     world_size = 1 if group is None else group.size()
     micro = config.gradient_accumulation
     state = [model.state, optimizer.state, mx.random.state]
