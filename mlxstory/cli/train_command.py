@@ -60,14 +60,11 @@ def choose_data(data: str | None, preset: str = DEFAULT_PRESET) -> dict[str, Any
     return {"texts": sources.open_source(data)}
 
 
-def fit_memory(model_config: Any, train_settings: Any, max_memory: float | None, device: str | None) -> Any:
+def fit_memory(model_config: Any, train_settings: Any, budget: tuple[int, str]) -> Any:
     """The train config whose step fits the memory budget (same effective batch), said in one line."""
-    from mlxstory.training.memory import fit, parse_budget
-    from mlxstory.training.train import set_device
+    from mlxstory.training.memory import fit
 
-    set_device(device)
-    budget, source = parse_budget(max_memory)
-    fitted, plan = fit(model_config, train_settings, budget, source)
+    fitted, plan = fit(model_config, train_settings, *budget)
     typer.echo(plan.describe(), err=True)
     return fitted
 
@@ -75,7 +72,7 @@ def fit_memory(model_config: Any, train_settings: Any, max_memory: float | None,
 def prepare_new_run(
     *, data: str | None, preset: str, config: Path | None, train_config: Path | None, out: Path | None,
     fields: dict[str, Any], world_size: int = 1, workers: int | None = None,
-    tokenizer_sample: str | None = None, max_memory: float | None = None, device: str | None = None,
+    tokenizer_sample: str | None = None, budget: tuple[int, str],
 ) -> Path:
     from mlxstory.cli.tokenize_command import parse_bytes, progress_bars
     from mlxstory.data.parallel import check_workers, physical_cores
@@ -95,7 +92,7 @@ def prepare_new_run(
     workers = check_workers(workers) if workers is not None else physical_cores()
 
     chosen = choose_data(data, preset)
-    train_settings = fit_memory(model_config, train_settings, max_memory, device)  # after the data checks
+    train_settings = fit_memory(model_config, train_settings, budget)  # after the data checks
     with progress_bars() as bar:
         unit = getattr(chosen.get("texts"), "unit", "")
         bars = {"read": bar("reading stories, counting words", unit),
@@ -104,16 +101,6 @@ def prepare_new_run(
                          progress=lambda phase, done, total: bars[phase](done, total), world_size=world_size,
                          workers=workers, tokenizer_sample=sample, **chosen)
     return run.path
-
-
-def limit_memory(max_memory: float | None) -> None:
-    """MLX's memory limit at the budget: past it, evaluation waits for work in flight to free memory
-    instead of allocating ahead (a resumed run keeps its micro-batches; this still applies)."""
-    import mlx.core as mx
-
-    from mlxstory.training.memory import parse_budget
-
-    mx.set_memory_limit(parse_budget(max_memory)[0])
 
 
 def reopen_run(resume: Path, fields: dict[str, Any]) -> Path:
@@ -268,9 +255,11 @@ def train_command(
                        seed=seed)
     if device is not None and device not in ("cpu", "gpu"):
         raise MlxstoryError(f"--device must be cpu or gpu, got {device!r}")
-    if max_memory is not None and not max_memory > 0:  # also NaN
-        raise MlxstoryError(f"--max-memory must be a positive number of GiB, got {max_memory}; "
-                            "e.g. --max-memory 4")
+    from mlxstory.training.memory import parse_budget
+    from mlxstory.training.train import set_device
+
+    set_device(device)  # first: the default budget is the training device's
+    budget = parse_budget(max_memory)  # (bytes, where from); a bad --max-memory fails before any work
     tracker_names: list[str] = []
     if report_to is not None:
         from mlxstory.training.trackers import parse_tracker_names
@@ -300,8 +289,12 @@ def train_command(
             run = prepared_by_rank0(lambda: prepare_new_run(
                 data=data, preset=preset or DEFAULT_PRESET, config=config, train_config=train_config, out=out,
                 fields=fields, world_size=world_size_of(group), workers=workers,
-                tokenizer_sample=tokenizer_sample, max_memory=max_memory, device=device), group)
-    limit_memory(max_memory)
+                tokenizer_sample=tokenizer_sample, budget=budget), group)
+    # Past the budget MLX waits for work in flight to free memory instead of allocating ahead of it
+    # (a resumed run keeps the micro-batches it was planned with; the limit still applies).
+    import mlx.core as mx
+
+    mx.set_memory_limit(budget[0])
 
     use_tui = rank_of(group) == 0 and (sys.stdout.isatty() if tui is None else tui)
     trainer = train_with_dashboard if use_tui else train_with_console
