@@ -29,9 +29,8 @@ def report_command(
     from mlxstory.training.metrics_log import METRICS_FILE, current_history, read_metrics
     from mlxstory.training.trackers import (
         TENSORBOARD_DIR,
-        TensorBoardTracker,
         Trackers,
-        WandbTracker,
+        make_tracker,
         parse_tracker_names,
     )
 
@@ -48,8 +47,7 @@ def report_command(
     for warning in history.warnings:
         typer.echo(f"warning: {warning}", err=True)
     events = current_history(history.events)
-    trackers = Trackers([TensorBoardTracker(log_dir, purge_resumed=False) if name == "tensorboard"
-                         else WandbTracker(run_dir) for name in names])
+    trackers = Trackers([make_tracker(name, run_dir, log_dir=log_dir, purge_resumed=False) for name in names])
     failures: list[str] = []
     for event in events:
         failures += trackers.handle(event)

@@ -147,9 +147,9 @@ class WandbTracker:
 
     name = "wandb"
 
-    def __init__(self, run_dir: str | Path, *, name: str | None = None) -> None:
+    def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
-        self.display_name = name or self.run_dir.name
+        self.display_name = self.run_dir.name
         self.run: Any = None
         self.samples: list[list[Any]] = []
 
@@ -226,13 +226,13 @@ class SampleWriter:
         return SampleGenerated(step=event.step, prompt=self.prompt, text=self.prompt + text)
 
 
-def make_tracker(name: str, run_dir: str | Path, *, log_dir: str | Path | None = None) -> Tracker:
+def make_tracker(name: str, run_dir: str | Path, *, log_dir: str | Path | None = None,
+                 purge_resumed: bool = True) -> Tracker:
+    """A tracker by the name `parse_tracker_names` checked; `log_dir` moves TensorBoard's event files."""
     run_dir = Path(run_dir)
     if name == "tensorboard":
-        return TensorBoardTracker(log_dir or run_dir / TENSORBOARD_DIR)
-    if name == "wandb":
-        return WandbTracker(log_dir or run_dir, name=run_dir.name)
-    raise MlxstoryError(f"unknown tracker {name!r}; use tensorboard or wandb")
+        return TensorBoardTracker(log_dir or run_dir / TENSORBOARD_DIR, purge_resumed=purge_resumed)
+    return WandbTracker(run_dir)
 
 
 class Trackers:
@@ -241,9 +241,9 @@ class Trackers:
     With a `SampleWriter`, each eval checkpoint also gets a sample generated for the trackers.
     """
 
-    def __init__(self, trackers: Iterable[Tracker], *, samples: SampleWriter | None = None) -> None:
+    def __init__(self, trackers: Iterable[Tracker]) -> None:
         self.trackers = list(trackers)
-        self.samples = samples
+        self.samples: SampleWriter | None = None  # set by a shell that samples for the trackers
         self.finished: RunFinished | None = None
 
     def __bool__(self) -> bool:
@@ -299,7 +299,6 @@ class Trackers:
         return notes, warnings
 
 
-def open_trackers(names: Iterable[str], run_dir: str | Path, *,
-                  samples: SampleWriter | None = None) -> Trackers:
+def open_trackers(names: Iterable[str], run_dir: str | Path) -> Trackers:
     """Trackers for a training run; they start (and may fail, as a warning) at its `RunStarted`."""
-    return Trackers([make_tracker(name, run_dir) for name in names], samples=samples)
+    return Trackers([make_tracker(name, run_dir) for name in names])
