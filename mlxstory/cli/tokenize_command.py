@@ -56,6 +56,14 @@ def progress_bars() -> Iterator[Callable[[str], Callable[[int, int], None]]]:
         yield bar
 
 
+def encoding_options(workers: int | None, tokenizer_sample: str | None) -> tuple[int, int | None]:
+    """--workers (default: every physical core) and --tokenizer-sample, checked: train shares them."""
+    from mlxstory.data.parallel import check_workers, physical_cores
+
+    return (check_workers(workers) if workers is not None else physical_cores(),
+            parse_bytes(tokenizer_sample))
+
+
 def parse_bytes(text: str | None) -> int | None:
     """`--tokenizer-sample` sizes: a number of bytes, with an optional K, M or G (powers of 1000)."""
     if text is None:
@@ -121,14 +129,12 @@ def tokenize(
     Writes tokenizer.ron, tokens.bin, stories.npy and manifest.json; the split is by story, seeded.
     A gpt-rs dataset file (`.ron`) as SOURCE keeps its own tokenizer instead of training one.
     """
-    from mlxstory.data.parallel import check_workers, physical_cores
     from mlxstory.data.sources import SourceTexts, open_source
     from mlxstory.data.token_store import TokenStore, build_token_store, check_val_fraction
 
     start = time.perf_counter()
     check_val_fraction(val_fraction)
-    sample = parse_bytes(tokenizer_sample)
-    workers = check_workers(workers) if workers is not None else physical_cores()
+    workers, sample = encoding_options(workers, tokenizer_sample)
     with progress_bars() as bar:
         if data.endswith(".ron"):
             from mlxstory.data.gptrs_dataset import read_gptrs_dataset

@@ -74,8 +74,7 @@ def prepare_new_run(
     fields: dict[str, Any], world_size: int = 1, workers: int | None = None,
     tokenizer_sample: str | None = None, budget: tuple[int, str],
 ) -> Path:
-    from mlxstory.cli.tokenize_command import parse_bytes, progress_bars
-    from mlxstory.data.parallel import check_workers, physical_cores
+    from mlxstory.cli.tokenize_command import encoding_options, progress_bars
     from mlxstory.formats.config import ModelConfig, TrainConfig, load_config, load_preset
     from mlxstory.training.run_dir import check_new_run_path, create_run, default_run_path
 
@@ -88,8 +87,7 @@ def prepare_new_run(
     train_settings.validate()
     out = out or default_run_path(preset)
     check_new_run_path(out)  # before reading any data: fail fast, overwrite nothing
-    sample = parse_bytes(tokenizer_sample)
-    workers = check_workers(workers) if workers is not None else physical_cores()
+    workers, sample = encoding_options(workers, tokenizer_sample)
 
     chosen = choose_data(data, preset)
     train_settings = fit_memory(model_config, train_settings, budget)  # after the data checks
