@@ -13,8 +13,6 @@ are zero. Training continued in mlxstory learns them from the token stream; its 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -252,8 +250,8 @@ def import_gptrs(
     from mlxstory.model.gpt import GPT
     from mlxstory.training.checkpoint import KNOWN_VOCAB_KEY, TrainerState, load_arrays, save_checkpoint
     from mlxstory.training.optimizer import AdamW
-    from mlxstory.training.run_dir import DATA_DIR, RUN_FILE, RunInfo
-    from mlxstory.training.train import TRAIN_STREAM
+    from mlxstory.training.run_dir import DATA_DIR, RunInfo, write_info
+    from mlxstory.training.train import train_sampler_seed
 
     weights, dataset, config, out = Path(weights), Path(dataset), Path(config), Path(out)
     check_output_dir(out, "--out")
@@ -281,7 +279,7 @@ def import_gptrs(
     optimizer = AdamW(model.trainable_parameters(), model.decay_mask(), betas=train_settings.betas,
                       weight_decay=train_settings.weight_decay)
     # train()'s batch sampler before its first step
-    sampler = np.random.default_rng([train_settings.seed, TRAIN_STREAM, 0]).bit_generator.state
+    sampler = np.random.default_rng(train_sampler_seed(train_settings.seed)).bit_generator.state
     state = TrainerState(step=0, sampler=sampler, seed=train_settings.seed)
 
     notes = [FRESH_OPTIMIZER_NOTE]
@@ -298,7 +296,7 @@ def import_gptrs(
         info = RunInfo(preset="gpt-rs", dataset=str(dataset), data_dir=DATA_DIR,
                        dataset_description=f"gpt-rs dataset {dataset} ({len(texts):,} stories)",
                        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), notes=notes)
-        (folder / RUN_FILE).write_text(json.dumps(dataclasses.asdict(info), indent=1) + "\n")
+        write_info(folder, info)
         save_checkpoint(folder, model, optimizer.flat_state(), state,
                         extra_metadata={KNOWN_VOCAB_KEY: str(n), "source": f"gpt-rs {weights.name}"})
     return ImportedRun(out, 0, len(texts) if len(texts) >= 2 else 0, notes)

@@ -61,7 +61,7 @@ class Run:
         save_config(self.train_config, self.path / "train.ron")
 
     def save_info(self) -> None:
-        _write_info(self.path, self.info)
+        write_info(self.path, self.info)
 
 
 def tokens_per_step(model_config: ModelConfig, train_config: TrainConfig, world_size: int = 1) -> int:
@@ -75,7 +75,8 @@ def planned_epochs(iterations: int, step_tokens: int, train_tokens: int) -> floa
     return iterations * step_tokens / train_tokens if train_tokens > 0 else 0.0
 
 
-def _write_info(path: Path, info: RunInfo) -> None:
+def write_info(path: Path, info: RunInfo) -> None:
+    """`run.json` in the run folder `path`, replaced whole (a reader never sees half a file)."""
     temporary = path / (RUN_FILE + ".tmp")
     temporary.write_text(json.dumps(asdict(info), indent=1) + "\n")
     temporary.replace(path / RUN_FILE)
@@ -162,7 +163,7 @@ def create_run(
         info = RunInfo(preset=preset, dataset=dataset, dataset_description=description, data_dir=data_dir,
                        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), world_size=world_size, notes=notes,
                        train_tokens=train_tokens, epochs=epochs)
-        _write_info(path, info)
+        write_info(path, info)
         (path / UNFINISHED).unlink()
     except BaseException:
         if created_dir:

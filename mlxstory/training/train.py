@@ -125,6 +125,11 @@ def set_device(device: str | None) -> None:
     mx.set_default_device(mx.gpu if device == "gpu" else mx.cpu)
 
 
+def train_sampler_seed(seed: int) -> list[int]:
+    """The training batch sampler's seed; an imported run's first checkpoint starts it the same way."""
+    return [seed, TRAIN_STREAM, 0]
+
+
 def dropout_seed(seed: int, rank: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, DROPOUT_STREAM, rank, step]).generate_state(1, np.uint64)[0])
 
@@ -213,7 +218,7 @@ def train(
         _check_store_tokenizer(run, store.tokenizer)
     train_tokens, val_tokens = store.split_tokens("train"), store.split_tokens("val")
     sampler = BatchSampler(train_tokens, mc.context_length, tc.contexts_per_batch,  # one stream for all ranks
-                           seed=[tc.seed, TRAIN_STREAM, 0], split="train", rank=rank, world_size=world_size)
+                           seed=train_sampler_seed(tc.seed), split="train", rank=rank, world_size=world_size)
     shape = (mc.context_length, tc.contexts_per_batch, tc.evaluation_iterations)
     evaluate_batches = {
         "train": fixed_batches(train_tokens, *shape, seed=[tc.seed, EVAL_TRAIN_STREAM], split="train"),
