@@ -21,6 +21,7 @@ from pathlib import Path
 from mlxstory.formats.config import load_preset
 
 from .frameworks import MLXSide, TorchSide, make_batch, physical_cores, shared_weights, temporary_folder
+from .report import label
 
 SIDES = {"mlx": MLXSide, "pytorch": TorchSide}
 
@@ -164,8 +165,7 @@ def bench_preset(preset: str, frameworks: list[str], steps: int, warmup: int, ge
 
 
 def _name(side) -> str:
-    plain = side.framework == "mlx" and side.path == "plain" and side.device == "cpu"
-    return f"{side.framework} (plain)" if plain else side.framework
+    return label({"framework": side.framework, "path": side.path, "device": side.device})
 
 
 MEMORY_KINDS = {
