@@ -65,6 +65,20 @@ def make_batch(model_config: ModelConfig, batch_size: int, seed: int = 0) -> Bat
     return Batch(tokens[:, :-1], tokens[:, 1:])
 
 
+def training_step(model: GPT, optimizer: AdamW, value_and_grad, clip: float, compiled: bool = True):
+    """(inputs, targets, lr) -> (loss, pre-clip norm), updating model and optimizer in place: as
+    mlxstory.training.train.make_train_step with one micro-batch, on the loss given."""
+
+    def step(inputs: mx.array, targets: mx.array, lr: mx.array):
+        loss, grads = value_and_grad(model, inputs, targets)
+        grads, norm = clip_by_global_norm(grads, clip)
+        optimizer.update(model, grads, lr)
+        return loss, norm
+
+    state = [model.state, optimizer.state, mx.random.state]
+    return partial(mx.compile, inputs=state, outputs=state)(step) if compiled else step
+
+
 class MLXSide:
     framework = "mlx"
 
@@ -84,17 +98,7 @@ class MLXSide:
             value_and_grad = fast_path.training_value_and_grad(model)
         else:
             value_and_grad = nn.value_and_grad(model, loss_fn)
-        state = [model.state, optimizer.state, mx.random.state]
-        clip = train_config.grad_clip
-
-        # As mlxstory.training.train.make_train_step with one micro-batch, on the device's best loss.
-        @partial(mx.compile, inputs=state, outputs=state)
-        def step(inputs: mx.array, targets: mx.array, lr: mx.array):
-            loss, grads = value_and_grad(model, inputs, targets)
-            grads, norm = clip_by_global_norm(grads, clip)
-            optimizer.update(model, grads, lr)
-            return loss, norm
-
+        step = training_step(model, optimizer, value_and_grad, train_config.grad_clip)
         self.model, self.optimizer, self._step = model, optimizer, step
         self.inputs, self.targets = mx.array(batch.inputs), mx.array(batch.targets)
         self.lr = mx.array(LEARNING_RATE, dtype=mx.float32)

@@ -18,7 +18,6 @@ import statistics
 import sys
 import time
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
 import mlxstory  # noqa: F401  isort: skip  (loads MKL before mlx.core)
@@ -28,7 +27,9 @@ import numpy as np
 
 from mlxstory.formats.config import ModelConfig, load_preset
 from mlxstory.model.gpt import GPT, causal_mask, cross_entropy, draw_keep, loss_fn, relu
-from mlxstory.training.optimizer import AdamW, clip_by_global_norm
+from mlxstory.training.optimizer import AdamW
+
+from .frameworks import training_step
 
 GIB = 2**30
 LIMIT_GIB = 2.0  # the target for the `mac` preset's full-batch step
@@ -101,16 +102,7 @@ class Step:
         _, train_config = load_preset("mac")
         self.optimizer = optimizer = AdamW(model.trainable_parameters(), model.decay_mask(),
                                            betas=train_config.betas, weight_decay=train_config.weight_decay)
-        value_and_grad = nn.value_and_grad(model, loss)
-
-        def step(inputs, targets, lr):
-            loss_value, grads = value_and_grad(model, inputs, targets)
-            grads, norm = clip_by_global_norm(grads, 1.0)
-            optimizer.update(model, grads, lr)
-            return loss_value, norm
-
-        state = [model.state, optimizer.state, mx.random.state]
-        self.step = partial(mx.compile, inputs=state, outputs=state)(step) if compiled else step
+        self.step = training_step(model, optimizer, nn.value_and_grad(model, loss), 1.0, compiled)
         rng = np.random.default_rng(seed)
         tokens = rng.integers(0, config.vocab_size, (batch_size, config.context_length + 1)).astype(np.int32)
         self.inputs, self.targets = mx.array(tokens[:, :-1]), mx.array(tokens[:, 1:])
