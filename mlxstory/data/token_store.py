@@ -67,7 +67,7 @@ def split_indices(texts: Sequence[str], val_fraction: float = 0.1, seed: int = 1
     By story, never inside one, so no val text leaks into training; deterministic for (texts, seed).
     """
     scan = _scan(SourceTexts(list(texts), "texts", "texts"), WorkerPool(1), val_fraction, seed)
-    is_val = np.fromiter((_hash(text, _key(seed))[0] < scan.val_below for text in texts), bool, len(texts))
+    is_val = _below(_hashes(texts, _key(seed))[:, 0], scan.val_below)
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
@@ -254,10 +254,16 @@ def _key(seed: int) -> bytes:
     return str(seed).encode()[:64]  # blake2b keys are at most 64 bytes
 
 
-def _hash(text: str, key: bytes) -> tuple[int, int]:
-    """(split hash, sample hash) of one story: two independent 64-bit draws from its text and the seed."""
-    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=16, key=key).digest()
-    return int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little")
+def _hashes(stories: Sequence[str], key: bytes) -> np.ndarray:
+    """(split hash, sample hash) of each story, shape (n, 2): two independent 64-bit draws from its text
+    and the seed, the two little-endian halves of one keyed blake2b digest."""
+    digests = b"".join(blake2b(text.encode("utf-8"), digest_size=16, key=key).digest() for text in stories)
+    return np.frombuffer(digests, dtype="<u8").reshape(-1, 2)
+
+
+def _below(hashes: np.ndarray, bound: int) -> np.ndarray:
+    """hashes < bound, where a bound of 2**64 (everything) does not fit a uint64."""
+    return hashes < np.uint64(bound) if bound < _FULL else np.ones(len(hashes), bool)
 
 
 @dataclass
@@ -318,14 +324,12 @@ def _scan_chunk(task: tuple[Chunk, bytes, int, int, bool], counts: WordCounts | 
                  counts=counts if counts is not None else WordCounts())
     if not stories:
         return scan
-    digests = b"".join(blake2b(text.encode("utf-8"), digest_size=16, key=key).digest() for text in stories)
-    hashes = np.frombuffer(digests, dtype="<u8").reshape(-1, 2)  # as _hash reads them, without the ints
+    hashes = _hashes(stories, key)
     split_hash = hashes[:, 0]
-    is_val = split_hash < np.uint64(val_below) if val_below < _FULL else np.ones(len(stories), bool)
+    is_val = _below(split_hash, val_below)
     scan.val_stories = int(is_val.sum())
     scan.splits = [np.packbits(is_val)]
-    drawn = [stories[i] for i in np.flatnonzero(~is_val & (hashes[:, 1] < np.uint64(sample_below)))] \
-        if sample_below < _FULL else [stories[i] for i in np.flatnonzero(~is_val)]
+    drawn = [stories[i] for i in np.flatnonzero(~is_val & _below(hashes[:, 1], sample_below))]
     for attribute, index in (("lowest", int(split_hash.argmin())), ("highest", int(split_hash.argmax()))):
         value = split_hash[index]
         copies = int(np.count_nonzero(split_hash == value))
@@ -363,7 +367,7 @@ def _scan(source: Source, pool: WorkerPool, val_fraction: float, seed: int, *, c
         moved = total.lowest
         total.val_below, total.val_stories = moved.hash + 1, moved.count
         total.splits = None
-        if count_words and _hash(moved.text, key)[1] < sample_below:
+        if count_words and int(_hashes([moved.text], key)[0, 1]) < sample_below:
             total.counts.add([moved.text], times=-moved.count)
             total.drawn_stories -= moved.count
             total.drawn_bytes -= moved.count * len(moved.text.encode("utf-8"))
@@ -431,7 +435,7 @@ def _encode_chunk(task: tuple[Chunk, bytes, int, str, str, np.ndarray | None]
     if split is not None:
         is_val = np.unpackbits(split, count=len(stories)).astype(bool)
     else:
-        is_val = np.fromiter((_hash(text, key)[0] < val_below for text in stories), bool, len(stories))
+        is_val = _below(_hashes(stories, key)[:, 0], val_below)
     out = {}
     for name, indices in (("train", np.flatnonzero(~is_val)), ("val", np.flatnonzero(is_val))):
         texts = [stories[i] for i in indices]
