@@ -258,6 +258,7 @@ def test_dumps_rejects_a_list_that_contains_itself() -> None:
         ("(a: 12abc)", 1, 5, "invalid number '12abc'"),
         ("'ab'", 1, 1, "a char literal holds one character"),
         ('"\\q"', 1, 2, "unknown escape \\q"),
+        ('"\\\n"', 1, 2, "unknown escape \\\\n"),  # a backslash before a line break: still one line
         ('"\\u{D800}"', 1, 2, "is not a Unicode scalar value"),
         ("// only a comment\n", 2, 1, "expected a value, found end of input"),
         ("(a: 1) (b: 2)", 1, 8, "unexpected '(' after the value"),

@@ -341,7 +341,8 @@ class _Parser:
             return chr(code)
         if not kind:
             raise self.error("unterminated string or char", quote_start)
-        raise self.error(f"unknown escape \\{kind}", start)
+        shown = kind if kind.isprintable() else ascii(kind)[1:-1]  # a line break must not split the message
+        raise self.error(f"unknown escape \\{shown}", start)
 
     def string(self) -> str:
         start = self.pos
