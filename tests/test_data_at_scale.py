@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,9 +13,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from mlxstory.cli import app
+from mlxstory.data import tokenizer as tokenizer_module
 from mlxstory.data.sources import SourceTexts, load_texts, open_files, open_source
 from mlxstory.data.token_store import TokenStore, build_token_store, split_indices
 from mlxstory.data.tokenizer import Tokenizer, WordCounts
@@ -126,6 +130,41 @@ def test_encode_stories_is_encode_batch_with_separators(stories: list[str]) -> N
     expected = [i for ids in encoded for i in [*ids, tokenizer.eot_id]]
     assert tokens.dtype == np.uint16 and tokens.tolist() == expected
     assert ends[-1] == len(expected) and tokens[ends - 1].tolist() == [tokenizer.eot_id] * len(texts)
+
+
+# Odd batches: runs of spaces, leading and trailing spaces, empty stories, quotes and newlines (do-not-merge
+# characters), a character the tokenizer never saw, and a lone surrogate (no UTF-8, so the Python path).
+ODD_TEXTS = st.lists(st.text(alphabet=' ab"\nc\u00e9', max_size=30) | st.just("a \ud800 b"), max_size=8)
+ODD_TOKENIZER = Tokenizer.train(['a ab "abc"\n cab ba', "bb a  c\n\nab"], 16)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ODD_TEXTS)
+def test_encode_stories_agrees_with_encode_on_odd_batches(texts: list[str]) -> None:
+    tokens, ends = ODD_TOKENIZER.encode_stories(texts, "uint32")
+    expected = [[*ODD_TOKENIZER.encode(text, on_unknown="ignore"), ODD_TOKENIZER.eot_id] for text in texts]
+    assert tokens.tolist() == [i for ids in expected for i in ids]
+    assert ends.tolist() == np.cumsum([len(ids) for ids in expected], dtype=np.int64).tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(ODD_TEXTS)
+def test_word_counts_are_the_chunks_of_each_story(texts: list[str]) -> None:
+    counts = WordCounts()
+    counts.add(texts)
+    assert +counts.heads == Counter(text.split(" ")[0] for text in texts)
+    assert +counts.spaced == Counter(chunk for text in texts for chunk in text.split(" "))
+
+
+def test_big_batches_are_taken_in_halves_with_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = ['a ab "abc"', " cab  ba ", "", "a \ud800 b", "bb a\n\nab"] * 7
+    whole, counts = ODD_TOKENIZER.encode_stories(texts, "uint32"), WordCounts()
+    counts.add(texts)
+    monkeypatch.setattr(tokenizer_module, "_BATCH_CHARS", 12)  # a few stories a batch
+    halves, counted = ODD_TOKENIZER.encode_stories(texts, "uint32"), WordCounts()
+    counted.add(texts)
+    assert [a.tolist() for a in halves] == [a.tolist() for a in whole]
+    assert (counted.heads, counted.spaced) == (counts.heads, counts.spaced)
 
 
 # -- building a store: workers, split, sample ---------------------------------------------------------

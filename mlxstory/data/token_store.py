@@ -436,12 +436,15 @@ def _encode_chunk(task: tuple[Chunk, bytes, int, str, str, np.ndarray | None]
         is_val = np.unpackbits(split, count=len(stories)).astype(bool)
     else:
         is_val = _below(_hashes(stories, key)[:, 0], val_below)
+    tokens, ends = tokenizer.encode_stories(stories, dtype)  # the whole chunk at once, then split
+    sizes = np.diff(ends, prepend=0)
+    text_bytes = np.fromiter(map(len, map(str.encode, stories)), np.int64, len(stories))
+    on_val = np.repeat(is_val, sizes)
     out = {}
-    for name, indices in (("train", np.flatnonzero(~is_val)), ("val", np.flatnonzero(is_val))):
-        texts = [stories[i] for i in indices]
-        tokens, ends = tokenizer.encode_stories(texts, dtype)
-        text_bytes = sum(len(text.encode("utf-8")) for text in texts)
-        out[name] = (tokens, ends, indices, text_bytes, int(np.count_nonzero(tokens == tokenizer.unk_id)))
+    for name, chosen, kept in (("train", ~is_val, ~on_val), ("val", is_val, on_val)):
+        part = tokens[kept]
+        out[name] = (part, np.cumsum(sizes[chosen]), np.flatnonzero(chosen), int(text_bytes[chosen].sum()),
+                     int(np.count_nonzero(part == tokenizer.unk_id)))
     return len(stories), out
 
 

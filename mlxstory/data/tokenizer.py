@@ -10,7 +10,8 @@
 Training keeps pair counts over the table of unique words and updates them incrementally after each merge,
 picking the next pair from a lazy max-heap (as HF tokenizers and rustbpe do) instead of recounting the
 corpus. Encoding caches the ids of every space-separated chunk it has seen, so a story costs one
-`str.split` and one dict lookup per word.
+`str.split` and one dict lookup per word; a batch of stories for the token store (`encode_stories`)
+is split and hashed in C by pyarrow, looks up each distinct chunk once, and is laid out by numpy.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from functools import reduce
 from heapq import heapify, heappop, heappush
-from itertools import islice
+from itertools import chain, islice
 from operator import add, iadd
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +45,7 @@ _PAIR_BITS = 2 * _ID_BITS
 _PAIR_MASK = (1 << _PAIR_BITS) - 1
 MAX_VOCAB_SIZE = 1 << 20  # ids must fit in _ID_BITS and be valid chr() code points (see _bpe)
 _CACHE_LIMIT = 1 << 20  # chunks cached before a cache is cleared (bounds memory on huge corpora)
+_BATCH_CHARS = 1 << 26  # characters split at once by `_chunk_ids`
 
 OnUnknown = Literal["warn", "ignore", "raise"]
 
@@ -212,7 +214,51 @@ class Tokenizer:
     def encode_stories(self, texts: Iterable[str], dtype: Any = "uint32") -> tuple[Any, Any]:
         """The token store's layout for many stories: one numpy array of their ids, `<|endoftext|>` after
         each, and each story's end offset in it. Same ids as `encode_batch`; unknown characters are
-        silent (count `unk_id` in the result)."""
+        silent (count `unk_id` in the result).
+
+        Each distinct chunk is looked up once; numpy then lays out every occurrence's ids (see
+        `_chunk_ids`). That is what makes a big corpus encode at C speed rather than a dict lookup and a
+        list extend per word."""
+        import numpy as np
+
+        texts = texts if isinstance(texts, list) else list(texts)
+        if _too_big(texts):
+            half = len(texts) // 2
+            (left, left_ends), (right, right_ends) = (self.encode_stories(texts[:half], dtype),
+                                                      self.encode_stories(texts[half:], dtype))
+            return np.concatenate([left, right]), np.concatenate([left_ends, right_ends + len(left)])
+        found = _chunk_ids(texts) if texts else None
+        if found is None:
+            return self._encode_stories_slowly(texts, dtype)
+        ids, words, starts = found
+        heads_at = starts[:-1]
+        head_words, head_slot = np.unique(ids[heads_at], return_inverse=True)
+        # table of ids: every distinct chunk as a later word, each distinct first chunk, then <|endoftext|>
+        table = list(map(self._spaced.__getitem__, words))
+        table += map(self._heads.__getitem__, [words[i] for i in head_words.tolist()])
+        table.append([self.eot_id])
+        sizes = np.fromiter(map(len, table), np.int32, len(table))
+        flat = np.fromiter(chain.from_iterable(table), dtype, int(sizes.sum(dtype=np.int64)))
+        index = np.int32 if len(flat) < 2**31 else np.int64  # positions in `flat`
+        sequence = ids.astype(np.int32)  # table rows, in text order, with <|endoftext|> after each story
+        sequence[heads_at] = len(words) + head_slot
+        sequence = np.insert(sequence, starts[1:], len(table) - 1)
+        lengths = sizes[sequence]
+        ends = np.cumsum(lengths, dtype=np.int64)
+        story_ends = ends[starts[1:] + np.arange(len(texts))]
+        if not lengths.all():  # chunks with no ids (an empty first chunk) take no place
+            sequence = sequence[lengths > 0]
+            lengths, ends = lengths[lengths > 0], ends[lengths > 0]
+        # where each output id sits in `flat`: runs of +1 inside a chunk's ids, a jump at each chunk
+        first = (np.cumsum(sizes, dtype=index) - sizes)[sequence]
+        del sequence
+        where = np.ones(int(ends[-1]), index)
+        where[0] = first[0]
+        where[ends[:-1]] = first[1:] - first[:-1] - lengths[:-1] + 1
+        return flat[np.cumsum(where, out=where)], story_ends
+
+    def _encode_stories_slowly(self, texts: list[str], dtype: Any) -> tuple[Any, Any]:
+        """`encode_stories` a word at a time: for no stories, or text with no UTF-8 (lone surrogates)."""
         import numpy as np
 
         heads, spaced, eot = self._heads, self._spaced.__getitem__, self.eot_id
@@ -403,8 +449,9 @@ class WordCounts:
     """How often each space-separated chunk occurs in some stories: all that training needs of the text.
 
     Counting chunks first is much faster than running the split regex over every story (far fewer
-    distinct chunks than words, and `str.split` beats the regex). Counts of separate batches of stories
-    add up (`update`), so worker processes can count in parallel and the parent sums their counts.
+    distinct chunks than words, and a split at spaces, done in C by `_chunk_ids`, beats the regex).
+    Counts of separate batches of stories add up (`update`), so worker processes can count in parallel
+    and the parent sums their counts.
     """
 
     def __init__(self) -> None:
@@ -413,14 +460,27 @@ class WordCounts:
 
     def add(self, texts: Sequence[str], times: int = 1) -> None:
         """Count the chunks of `texts` (`times` times; negative takes them away again)."""
-        heads = (text.split(" ", 1)[0] for text in texts)
-        spaced = " ".join(texts).split(" ")  # joining with a space keeps every chunk apart
-        if times == 1:  # straight into ours, in C: same counts and key order as counting apart, then merging
-            self.heads.update(heads)
-            self.spaced.update(spaced)
+        import numpy as np
+
+        texts = texts if isinstance(texts, list) else list(texts)
+        if _too_big(texts):
+            half = len(texts) // 2
+            self.add(texts[:half], times)
+            self.add(texts[half:], times)
             return
-        self.update_from(Counter({chunk: n * times for chunk, n in Counter(heads).items()}),
-                         Counter({chunk: n * times for chunk, n in Counter(spaced).items()}))
+        found = _chunk_ids(texts)
+        if found is None:  # not UTF-8 (lone surrogates): count in Python
+            heads = Counter(text.split(" ", 1)[0] for text in texts)
+            spaced = Counter(" ".join(texts).split(" "))  # joining with a space keeps every chunk apart
+            self.update_from(Counter({chunk: n * times for chunk, n in heads.items()}),
+                             Counter({chunk: n * times for chunk, n in spaced.items()}))
+            return
+        ids, words, starts = found
+        for counter, at in ((self.heads, ids[starts[:-1]]), (self.spaced, ids)):
+            counts = np.bincount(at, minlength=len(words))
+            seen = np.flatnonzero(counts)  # ordered by each chunk's first occurrence in the batch
+            found_words = [words[i] for i in seen.tolist()]
+            counter.update(dict(zip(found_words, (counts[seen] * times).tolist(), strict=True)))
 
     def update(self, other: WordCounts) -> None:
         self.update_from(other.heads, other.spaced)
@@ -440,6 +500,34 @@ class WordCounts:
                     for word in pattern.findall(prefix + chunk):
                         words[word] += count
         return words
+
+
+def _chunk_ids(texts: list[str]) -> tuple[Any, list[str], Any] | None:
+    """`texts` split at every space, in C (pyarrow's split and hash): (ids, chunks, starts) where
+    `chunks[ids[k]]` is the k-th chunk of the whole batch, `chunks` are distinct in order of first
+    occurrence, and story i's chunks are ids[starts[i]:starts[i + 1]] (as `text.split(" ")` gives them).
+    None when a text cannot be UTF-8 (a lone surrogate), so callers fall back to Python.
+
+    Memory comes from the system allocator, which hands big blocks back when they are freed; arrow's
+    default pool keeps them, some 60 MB more per worker process."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    pool = pa.system_memory_pool()
+    small = sum(map(len, texts)) < 2**29  # at most 4 UTF-8 bytes a character: 32-bit offsets will do
+    try:
+        stories = pa.array(texts, pa.string() if small else pa.large_string(), memory_pool=pool)
+    except UnicodeEncodeError:
+        return None
+    chunks = pc.split_pattern(stories, " ", memory_pool=pool)
+    encoded = pc.dictionary_encode(chunks.flatten(), memory_pool=pool)
+    return encoded.indices.to_numpy(), encoded.dictionary.to_pylist(), chunks.offsets.to_numpy()
+
+
+def _too_big(texts: list[str]) -> bool:
+    """Whether to take `texts` in halves: it bounds the arrays of one `_chunk_ids` call (and keeps its
+    offsets 32-bit); the token store's chunks of a few MB never need it."""
+    return len(texts) > 1 and sum(map(len, texts)) > _BATCH_CHARS
 
 
 def _learn_merges(
