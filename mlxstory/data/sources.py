@@ -31,7 +31,7 @@ EOT_MARKER = "<|endoftext|>"
 SUFFIXES = (".parquet", ".txt", ".jsonl")
 SOURCE_HELP = ("a .parquet, .txt or .jsonl file, a folder of such files (one kind), hf:OWNER/NAME, "
                "tinystories, tinystories-10k, or demo")
-CHUNK_BYTES = 4 << 20  # text per chunk: big enough to amortise a task, small enough to bound memory
+CHUNK_BYTES = 2 << 20  # text per chunk: big enough to amortise a task, small enough to bound memory
 _LIST_CHUNK = 4096  # stories per chunk of an in-memory source
 _KINDS = {".parquet": "parquet", ".txt": "text", ".jsonl": "jsonl"}
 

@@ -28,6 +28,8 @@ from operator import add, iadd
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from mlxstory.errors import TokenizerError
 
 EOT = "<|endoftext|>"
@@ -211,7 +213,7 @@ class Tokenizer:
 
     encode_story_batch = encode_batch  # the name the team contract uses
 
-    def encode_stories(self, texts: Iterable[str], dtype: Any = "uint32") -> tuple[Any, Any]:
+    def encode_stories(self, texts: Iterable[str], dtype: Any = "uint32") -> tuple[np.ndarray, np.ndarray]:
         """The token store's layout for many stories: one numpy array of their ids, `<|endoftext|>` after
         each, and each story's end offset in it. Same ids as `encode_batch`; unknown characters are
         silent (count `unk_id` in the result).
@@ -219,18 +221,15 @@ class Tokenizer:
         Each distinct chunk is looked up once; numpy then lays out every occurrence's ids (see
         `_chunk_ids`). That is what makes a big corpus encode at C speed rather than a dict lookup and a
         list extend per word."""
-        import numpy as np
-
         texts = texts if isinstance(texts, list) else list(texts)
         if _too_big(texts):
             half = len(texts) // 2
             (left, left_ends), (right, right_ends) = (self.encode_stories(texts[:half], dtype),
                                                       self.encode_stories(texts[half:], dtype))
             return np.concatenate([left, right]), np.concatenate([left_ends, right_ends + len(left)])
-        found = _chunk_ids(texts) if texts else None
-        if found is None:
-            return self._encode_stories_slowly(texts, dtype)
-        ids, words, starts = found
+        if not texts:
+            return np.zeros(0, dtype), np.zeros(0, np.int64)
+        ids, words, starts = _chunk_ids(texts)
         heads_at = starts[:-1]
         head_words, head_slot = np.unique(ids[heads_at], return_inverse=True)
         # table of ids: every distinct chunk as a later word, each distinct first chunk, then <|endoftext|>
@@ -256,21 +255,6 @@ class Tokenizer:
         where[0] = first[0]
         where[ends[:-1]] = first[1:] - first[:-1] - lengths[:-1] + 1
         return flat[np.cumsum(where, out=where)], story_ends
-
-    def _encode_stories_slowly(self, texts: list[str], dtype: Any) -> tuple[Any, Any]:
-        """`encode_stories` a word at a time: for no stories, or text with no UTF-8 (lone surrogates)."""
-        import numpy as np
-
-        heads, spaced, eot = self._heads, self._spaced.__getitem__, self.eot_id
-        flat: list[int] = []
-        ends: list[int] = []
-        for text in texts:
-            parts = text.split(" ")
-            flat += heads[parts[0]]
-            reduce(iadd, map(spaced, islice(parts, 1, None)), flat)
-            flat.append(eot)
-            ends.append(len(flat))
-        return np.fromiter(flat, dtype, len(flat)), np.fromiter(ends, np.int64, len(ends))  # < np.array
 
     def _report_unknown(self, count: int, on_unknown: OnUnknown) -> None:
         message = (f"{count} character(s) outside the tokenizer's alphabet were encoded as {UNK} "
@@ -455,61 +439,74 @@ class WordCounts:
     """
 
     def __init__(self) -> None:
-        self.heads: Counter[str] = Counter()  # first chunk of each story (no leading space)
-        self.spaced: Counter[str] = Counter()  # every chunk, heads included (subtracted in `words`)
+        self._rows: dict[str, int] = {}  # chunk -> its row in the count arrays, in order of first sight
+        self._heads = np.zeros(0, np.int64)  # per row: times it began a story (and has no leading space)
+        self._all = np.zeros(0, np.int64)  # per row: times it occurred, heads included
 
     def add(self, texts: Sequence[str], times: int = 1) -> None:
         """Count the chunks of `texts` (`times` times; negative takes them away again)."""
-        import numpy as np
-
         texts = texts if isinstance(texts, list) else list(texts)
         if _too_big(texts):
             half = len(texts) // 2
             self.add(texts[:half], times)
             self.add(texts[half:], times)
             return
-        found = _chunk_ids(texts)
-        if found is None:  # not UTF-8 (lone surrogates): count in Python
-            heads = Counter(text.split(" ", 1)[0] for text in texts)
-            spaced = Counter(" ".join(texts).split(" "))  # joining with a space keeps every chunk apart
-            self.update_from(Counter({chunk: n * times for chunk, n in heads.items()}),
-                             Counter({chunk: n * times for chunk, n in spaced.items()}))
-            return
-        ids, words, starts = found
-        for counter, at in ((self.heads, ids[starts[:-1]]), (self.spaced, ids)):
-            counts = np.bincount(at, minlength=len(words))
-            seen = np.flatnonzero(counts)  # ordered by each chunk's first occurrence in the batch
-            found_words = [words[i] for i in seen.tolist()]
-            counter.update(dict(zip(found_words, (counts[seen] * times).tolist(), strict=True)))
+        ids, chunks, starts = _chunk_ids(texts)
+        self._add(chunks, np.bincount(ids[starts[:-1]], minlength=len(chunks)) * times,
+                  np.bincount(ids, minlength=len(chunks)) * times)
 
     def update(self, other: WordCounts) -> None:
-        self.update_from(other.heads, other.spaced)
+        n = len(other._rows)
+        self._add(list(other._rows), other._heads[:n], other._all[:n])
 
-    def update_from(self, heads: Counter[str], spaced: Counter[str]) -> None:
-        self.heads.update(heads)  # adds counts, negative ones too
-        self.spaced.update(spaced)
+    def _add(self, chunks: list[str], heads: np.ndarray, counts: np.ndarray) -> None:
+        """Add counts of distinct `chunks`: a lookup per distinct chunk, the sums in numpy (a Counter
+        merge would loop in Python; the parent of the worker processes does this once per batch)."""
+        rows = self._rows
+        new = [chunk for chunk in chunks if chunk not in rows]
+        if new:
+            rows.update(zip(new, range(len(rows), len(rows) + len(new)), strict=True))
+            if len(rows) > len(self._all):  # grow by doubling, so a run of batches copies little
+                size = max(len(rows), 2 * len(self._all))
+                self._heads, self._all = (np.concatenate([a, np.zeros(size - len(a), np.int64)])
+                                          for a in (self._heads, self._all))
+        at = np.fromiter(map(rows.__getitem__, chunks), np.int64, len(chunks))
+        self._heads[at] += heads
+        self._all[at] += counts
+
+    @property
+    def heads(self) -> Counter[str]:
+        """How often each chunk began a story (nonzero counts)."""
+        return self._counter(self._heads)
+
+    @property
+    def spaced(self) -> Counter[str]:
+        """How often each chunk occurred anywhere, story beginnings included (nonzero counts)."""
+        return self._counter(self._all)
+
+    def _counter(self, counts: np.ndarray) -> Counter[str]:
+        return Counter({chunk: n for chunk, n in zip(self._rows, counts.tolist(), strict=False) if n})
 
     def words(self, pattern: re.Pattern) -> Counter[str]:
         """Occurrences of each regex piece (a chunk after the first gets its leading space back)."""
-        spaced = self.spaced.copy()
-        spaced.subtract(self.heads)
+        n = len(self._rows)
         words: Counter[str] = Counter()
-        for prefix, chunks in (("", self.heads), (" ", spaced)):
-            for chunk, count in chunks.items():
+        for prefix, counts in (("", self._heads[:n]), (" ", self._all[:n] - self._heads[:n])):
+            for chunk, count in zip(self._rows, counts.tolist(), strict=True):
                 if count:
                     for word in pattern.findall(prefix + chunk):
                         words[word] += count
         return words
 
 
-def _chunk_ids(texts: list[str]) -> tuple[Any, list[str], Any] | None:
+def _chunk_ids(texts: list[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
     """`texts` split at every space, in C (pyarrow's split and hash): (ids, chunks, starts) where
     `chunks[ids[k]]` is the k-th chunk of the whole batch, `chunks` are distinct in order of first
     occurrence, and story i's chunks are ids[starts[i]:starts[i + 1]] (as `text.split(" ")` gives them).
-    None when a text cannot be UTF-8 (a lone surrogate), so callers fall back to Python.
+    Text with no UTF-8 form (a lone surrogate) is split in Python instead.
 
     Memory comes from the system allocator, which hands big blocks back when they are freed; arrow's
-    default pool keeps them, some 60 MB more per worker process."""
+    default pool keeps them (tens of MB more per worker process)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -518,10 +515,17 @@ def _chunk_ids(texts: list[str]) -> tuple[Any, list[str], Any] | None:
     try:
         stories = pa.array(texts, pa.string() if small else pa.large_string(), memory_pool=pool)
     except UnicodeEncodeError:
-        return None
+        return _chunk_ids_slowly(texts)
     chunks = pc.split_pattern(stories, " ", memory_pool=pool)
     encoded = pc.dictionary_encode(chunks.flatten(), memory_pool=pool)
     return encoded.indices.to_numpy(), encoded.dictionary.to_pylist(), chunks.offsets.to_numpy()
+
+
+def _chunk_ids_slowly(texts: list[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
+    rows: dict[str, int] = {}
+    parts = [text.split(" ") for text in texts]
+    ids = np.fromiter((rows.setdefault(chunk, len(rows)) for part in parts for chunk in part), np.int32)
+    return ids, list(rows), np.cumsum([0, *map(len, parts)], dtype=np.int64)
 
 
 def _too_big(texts: list[str]) -> bool:
