@@ -478,18 +478,8 @@ def _write_store(out: Path, source: Source, tokenizer: Tokenizer, scan: _Scan, p
                 json.dump([tokenizer.alphabet, tokenizer.merges, tokenizer.do_not_merge,
                            list(tokenizer.special_tokens)], file)
         splits, digest = _write_tokens(source, scan, spec, dtype, pool, temps, progress)
-        n_train = splits["train"]["stories"]
-        rows = np.lib.format.open_memmap(temps[STORIES_FILE], mode="w+", dtype=np.int64,
-                                         shape=(scan.stories, 3))
-        for name, first, shift in (("train", 0, 0), ("val", n_train, splits["train"]["tokens"])):
-            part = np.memmap(temps[f"{name}.rows"], dtype=np.int64, mode="r").reshape(-1, 3)
-            step = 1 << 20  # rows at a time: the table of a big corpus need not fit in memory
-            for block in range(0, len(part), step):
-                piece = part[block : block + step]
-                rows[first + block : first + block + len(piece)] = piece + [0, shift, shift]
-            del part
-        rows.flush()
-        del rows
+        pool.close()  # the workers are done: give their memory back before the row table is written
+        _write_rows(temps, scan.stories, shift=splits["train"]["tokens"])
         os.replace(temps["tokens.bin"], out / TOKENS_FILE)
         os.replace(temps[STORIES_FILE], out / STORIES_FILE)
     finally:
@@ -573,6 +563,19 @@ def _write_tokens(source: Source, scan: _Scan, spec: str, dtype: np.dtype, pool:
     splits = {name: {key: counts[name][key] for key in ("stories", "tokens", "bytes", "token_start",
                                                         "unknown_chars")} for name in SPLITS}
     return splits, digest.hexdigest()
+
+
+def _write_rows(temps: dict[str, Path], stories: int, shift: int) -> None:
+    """stories.npy: the train rows, then the val rows with their token offsets moved past the train
+    tokens, streamed a block at a time (a memmap would hold the pages of a big corpus's table)."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int64)), "fortran_order": False,
+              "shape": (stories, 3)}
+    with open(temps[STORIES_FILE], "wb") as out:
+        np.lib.format.write_array_header_1_0(out, header)
+        for name, move in (("train", 0), ("val", shift)):
+            with open(temps[f"{name}.rows"], "rb") as part:
+                while block := part.read(3 * 8 << 16):  # 65,536 rows
+                    out.write((np.frombuffer(block, np.int64).reshape(-1, 3) + [0, move, move]).tobytes())
 
 
 def _temp_path(path: Path) -> Path:
