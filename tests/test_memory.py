@@ -214,6 +214,36 @@ def test_train_max_memory_splits_the_batch_and_says_so_in_one_line(tmp_path, sam
     assert train_config.contexts_per_batch * train_config.gradient_accumulation == 8
 
 
+def test_max_memory_sizes_the_model_with_a_token_stores_vocab(tmp_path, sample_parquet):
+    """A store of vocab 4,096 doubles the `tiny` step (preset vocab 512): the plan must see that."""
+    from dataclasses import replace
+
+    from typer.testing import CliRunner
+
+    from mlxstory.cli import app
+    from mlxstory.formats.config import load_preset
+    from mlxstory.training.run_dir import open_run
+
+    store = tmp_path / "store"
+    runner = CliRunner()
+    made = runner.invoke(app, ["tokenize", "--data", str(sample_parquet), "--vocab-size", "4096",
+                               "--out", str(store), "--workers", "1"])
+    assert made.exit_code == 0, made.stderr
+    tiny = load_preset("tiny")[0]
+    at_preset_vocab = memory.probe(tiny, False).peak(8, 1)
+    at_store_vocab = memory.probe(replace(tiny, vocab_size=4096), False).peak(8, 1)
+    budget = 0.9 * at_store_vocab  # the whole batch fits at vocab 512, not at 4,096
+    assert budget > 1.5 * at_preset_vocab
+    budget_gib = budget / memory.GIB
+    result = runner.invoke(app, ["train", "--data", str(store), "--preset", "tiny", "--batch-size", "8",
+                                 "--iterations", "1", "--no-tui", "--out", str(tmp_path / "run"),
+                                 "--max-memory", f"{budget_gib:.6f}"])
+    assert result.exit_code == 0, result.stderr
+    run = open_run(tmp_path / "run")
+    assert run.model_config.vocab_size == 4096
+    assert run.train_config.gradient_accumulation > 1, result.stderr
+
+
 @pytest.mark.parametrize(("value", "expected"), [
     ("0", "--max-memory must be a positive number of GiB"),
     ("0.000001", "raise --max-memory or choose a smaller model"),

@@ -75,6 +75,7 @@ def prepare_new_run(
     tokenizer_sample: str | None = None, budget: tuple[int, str],
 ) -> Path:
     from mlxstory.cli.tokenize_command import encoding_options, progress_bars
+    from mlxstory.data.token_store import TokenStore
     from mlxstory.formats.config import ModelConfig, TrainConfig, load_config, load_preset
     from mlxstory.training.run_dir import check_new_run_path, create_run, default_run_path
 
@@ -90,7 +91,10 @@ def prepare_new_run(
     workers, sample = encoding_options(workers, tokenizer_sample)
 
     chosen = choose_data(data, preset)
-    train_settings = fit_memory(model_config, train_settings, budget)  # after the data checks
+    sized = model_config  # the model as it will train: a token store's vocab wins over the preset's
+    if "store_dir" in chosen and (vocab := TokenStore.recorded_vocab_size(chosen["store_dir"])) is not None:
+        sized = replace(model_config, vocab_size=vocab)
+    train_settings = fit_memory(sized, train_settings, budget)  # after the data checks
     with progress_bars() as bar:
         unit = getattr(chosen.get("texts"), "unit", "")
         bars = {"read": bar("reading stories, counting words", unit),

@@ -176,6 +176,16 @@ class TokenStore:
         tokens = np.memmap(root / TOKENS_FILE, dtype=dtype, mode="r")
         return cls(root, manifest, tokenizer, tokens, stories)
 
+    @staticmethod
+    def recorded_vocab_size(path: str | Path) -> int | None:
+        """The vocab size the store's manifest records, without opening the store; None when it cannot
+        be read (opening the store then says why)."""
+        try:
+            manifest = json.loads((Path(path) / MANIFEST_FILE).read_text(encoding="utf-8"))
+            return int(manifest["vocab_size"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     def _split(self, name: str) -> dict:
         if name not in SPLITS:
             raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
