@@ -21,6 +21,7 @@ from mlxstory.training.events import (
     StepCompleted,
     Warning,
 )
+from mlxstory.training.run_dir import planned_epochs
 
 LOSS_SMOOTHING = 0.9  # EMA weight on the past for the train-loss curve and the loss readout
 RATE_SMOOTHING = 0.8  # EMA weight for tokens/s and seconds per step (ETA)
@@ -228,7 +229,7 @@ class DashboardState:
             grad_norm=last.grad_norm if last else None,
             peak_memory_bytes=last.peak_memory_bytes if last else None,
             finished=done,
-            epoch=self.step * info.tokens_per_step / info.train_tokens if known else None,
+            epoch=planned_epochs(self.step, info.tokens_per_step, info.train_tokens) if known else None,
             epochs=info.epochs if known else None,
         )
 
