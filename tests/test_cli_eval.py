@@ -85,7 +85,8 @@ def test_max_tokens_cuts_data_files_too(tiny_trained_run: Path, sample_texts: li
     result = eval_json("--run", str(tiny_trained_run), "--data", str(data), "--max-tokens", "500")
     assert result["tokens"] == 500 and result["data"].startswith("the first 500 tokens of ")
     tokenizer = Tokenizer.load(tiny_trained_run / "tokenizer.ron")
-    ids = [i for story in sample_texts[:50] for i in [*tokenizer.encode(story.strip()), tokenizer.eot_id]]
+    ids = [i for story in sample_texts[:50]
+           for i in [*tokenizer.encode(story.strip(), on_unknown="ignore"), tokenizer.eot_id]]
     assert result["bytes"] == len(tokenizer.decode(ids[:500]).replace("<|endoftext|>", "").encode("utf-8"))
 
 
