@@ -23,7 +23,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from functools import reduce
 from heapq import heapify, heappop, heappush
-from itertools import chain, islice
+from itertools import chain, islice, repeat
 from operator import add, iadd
 from pathlib import Path
 from typing import Any, Literal
@@ -439,9 +439,18 @@ class WordCounts:
     """
 
     def __init__(self) -> None:
-        self._rows: dict[str, int] = {}  # chunk -> its row in the count arrays, in order of first sight
+        self._chunks: list[str] = []  # each distinct chunk once, in order of first sight: the rows
+        self._rows: dict[str, int] | None = {}  # chunk -> row (None: not built yet, see _index)
         self._heads = np.zeros(0, np.int64)  # per row: times it began a story (and has no leading space)
         self._all = np.zeros(0, np.int64)  # per row: times it occurred, heads included
+
+    def __getstate__(self) -> tuple:  # what a worker process sends back: no dict, no spare room
+        n = len(self._chunks)
+        return self._chunks, self._heads[:n], self._all[:n]
+
+    def __setstate__(self, state: tuple) -> None:
+        self._chunks, self._heads, self._all = state
+        self._rows = None  # counts that are only summed into others never need it
 
     def add(self, texts: Sequence[str], times: int = 1) -> None:
         """Count the chunks of `texts` (`times` times; negative takes them away again)."""
@@ -456,21 +465,30 @@ class WordCounts:
                   np.bincount(ids, minlength=len(chunks)) * times)
 
     def update(self, other: WordCounts) -> None:
-        n = len(other._rows)
-        self._add(list(other._rows), other._heads[:n], other._all[:n])
+        n = len(other._chunks)
+        self._add(other._chunks, other._heads[:n], other._all[:n])
+
+    def _index(self) -> dict[str, int]:
+        if self._rows is None:
+            self._rows = dict(zip(self._chunks, range(len(self._chunks)), strict=True))
+        return self._rows
 
     def _add(self, chunks: list[str], heads: np.ndarray, counts: np.ndarray) -> None:
-        """Add counts of distinct `chunks`: a lookup per distinct chunk, the sums in numpy (a Counter
-        merge would loop in Python; the parent of the worker processes does this once per batch)."""
-        rows = self._rows
-        new = [chunk for chunk in chunks if chunk not in rows]
-        if new:
-            rows.update(zip(new, range(len(rows), len(rows) + len(new)), strict=True))
-            if len(rows) > len(self._all):  # grow by doubling, so a run of batches copies little
-                size = max(len(rows), 2 * len(self._all))
+        """Add counts of distinct `chunks`: one lookup per distinct chunk, the sums in numpy. The parent
+        of the worker processes does this once per batch of stories, so it is kept to one pass in C (a
+        Counter merge loops in Python, and would cap how many workers the parent can keep up with)."""
+        rows = self._index()
+        at = np.fromiter(map(rows.get, chunks, repeat(-1)), np.int64, len(chunks))
+        missing = np.flatnonzero(at < 0)
+        if len(missing):
+            first = len(self._chunks)
+            self._chunks += [chunks[i] for i in missing.tolist()]
+            rows.update(zip(self._chunks[first:], range(first, len(self._chunks)), strict=True))
+            at[missing] = np.arange(first, len(self._chunks))
+            if len(self._chunks) > len(self._all):  # grow by doubling, so a run of batches copies little
+                size = max(len(self._chunks), 2 * len(self._all))
                 self._heads, self._all = (np.concatenate([a, np.zeros(size - len(a), np.int64)])
                                           for a in (self._heads, self._all))
-        at = np.fromiter(map(rows.__getitem__, chunks), np.int64, len(chunks))
         self._heads[at] += heads
         self._all[at] += counts
 
@@ -485,14 +503,14 @@ class WordCounts:
         return self._counter(self._all)
 
     def _counter(self, counts: np.ndarray) -> Counter[str]:
-        return Counter({chunk: n for chunk, n in zip(self._rows, counts.tolist(), strict=False) if n})
+        return Counter({chunk: n for chunk, n in zip(self._chunks, counts.tolist(), strict=False) if n})
 
     def words(self, pattern: re.Pattern) -> Counter[str]:
         """Occurrences of each regex piece (a chunk after the first gets its leading space back)."""
-        n = len(self._rows)
+        n = len(self._chunks)
         words: Counter[str] = Counter()
         for prefix, counts in (("", self._heads[:n]), (" ", self._all[:n] - self._heads[:n])):
-            for chunk, count in zip(self._rows, counts.tolist(), strict=True):
+            for chunk, count in zip(self._chunks, counts.tolist(), strict=True):
                 if count:
                     for word in pattern.findall(prefix + chunk):
                         words[word] += count
