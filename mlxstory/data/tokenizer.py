@@ -23,7 +23,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from functools import reduce
 from heapq import heapify, heappop, heappush
-from itertools import chain, islice, repeat
+from itertools import chain, islice
 from operator import add, iadd
 from pathlib import Path
 from typing import Any, Literal
@@ -229,7 +229,8 @@ class Tokenizer:
             return np.concatenate([left, right]), np.concatenate([left_ends, right_ends + len(left)])
         if not texts:
             return np.zeros(0, dtype), np.zeros(0, np.int64)
-        ids, words, starts = _chunk_ids(texts)
+        ids, chunks, starts = _chunk_ids(texts)
+        words = _texts(chunks)
         heads_at = starts[:-1]
         head_words, head_slot = np.unique(ids[heads_at], return_inverse=True)
         # table of ids: every distinct chunk as a later word, each distinct first chunk, then <|endoftext|>
@@ -439,18 +440,19 @@ class WordCounts:
     """
 
     def __init__(self) -> None:
-        self._chunks: list[str] = []  # each distinct chunk once, in order of first sight: the rows
-        self._rows: dict[str, int] | None = {}  # chunk -> row (None: not built yet, see _index)
-        self._heads = np.zeros(0, np.int64)  # per row: times it began a story (and has no leading space)
-        self._all = np.zeros(0, np.int64)  # per row: times it occurred, heads included
+        # Batches of counts not summed yet: (distinct chunks as UTF-8 bytes, an arrow array; how often
+        # each began a story; how often each occurred, heads included). Summing is arrow's hashing plus
+        # np.bincount, done when the unsummed rows outgrow the summed ones, so it costs little per batch
+        # and no Python string is made until the counts are read (the parent of the worker processes
+        # sums one batch per chunk of text; a dict merge there would cap how many workers it can feed).
+        self._parts: list[tuple[Any, np.ndarray, np.ndarray]] = []
+        self._summed_rows = 0
 
-    def __getstate__(self) -> tuple:  # what a worker process sends back: no dict, no spare room
-        n = len(self._chunks)
-        return self._chunks, self._heads[:n], self._all[:n]
+    def __getstate__(self) -> tuple:  # what a worker process sends back: arrow buffers and two arrays
+        return self._sum()
 
     def __setstate__(self, state: tuple) -> None:
-        self._chunks, self._heads, self._all = state
-        self._rows = None  # counts that are only summed into others never need it
+        self._parts, self._summed_rows = [state], len(state[0])
 
     def add(self, texts: Sequence[str], times: int = 1) -> None:
         """Count the chunks of `texts` (`times` times; negative takes them away again)."""
@@ -461,67 +463,66 @@ class WordCounts:
             self.add(texts[half:], times)
             return
         ids, chunks, starts = _chunk_ids(texts)
-        self._add(chunks, np.bincount(ids[starts[:-1]], minlength=len(chunks)) * times,
-                  np.bincount(ids, minlength=len(chunks)) * times)
+        self._append(chunks, np.bincount(ids[starts[:-1]], minlength=len(chunks)) * times,
+                     np.bincount(ids, minlength=len(chunks)) * times)
 
     def update(self, other: WordCounts) -> None:
-        n = len(other._chunks)
-        self._add(other._chunks, other._heads[:n], other._all[:n])
+        for part in other._parts:
+            self._append(*part)
 
-    def _index(self) -> dict[str, int]:
-        if self._rows is None:
-            self._rows = dict(zip(self._chunks, range(len(self._chunks)), strict=True))
-        return self._rows
+    def _append(self, chunks: Any, heads: np.ndarray, counts: np.ndarray) -> None:
+        import pyarrow as pa
 
-    def _add(self, chunks: list[str], heads: np.ndarray, counts: np.ndarray) -> None:
-        """Add counts of distinct `chunks`: one lookup per distinct chunk, the sums in numpy. The parent
-        of the worker processes does this once per batch of stories, so it is kept to one pass in C (a
-        Counter merge loops in Python, and would cap how many workers the parent can keep up with)."""
-        rows = self._index()
-        at = np.fromiter(map(rows.get, chunks, repeat(-1)), np.int64, len(chunks))
-        missing = np.flatnonzero(at < 0)
-        if len(missing):
-            first = len(self._chunks)
-            self._chunks += [chunks[i] for i in missing.tolist()]
-            rows.update(zip(self._chunks[first:], range(first, len(self._chunks)), strict=True))
-            at[missing] = np.arange(first, len(self._chunks))
-            if len(self._chunks) > len(self._all):  # grow by doubling, so a run of batches copies little
-                size = max(len(self._chunks), 2 * len(self._all))
-                self._heads, self._all = (np.concatenate([a, np.zeros(size - len(a), np.int64)])
-                                          for a in (self._heads, self._all))
-        self._heads[at] += heads
-        self._all[at] += counts
+        self._parts.append((chunks.cast(pa.binary()), heads, counts))
+        if sum(len(part[0]) for part in self._parts) > 2 * max(self._summed_rows, 1 << 16):
+            self._sum()
+
+    def _sum(self) -> tuple[Any, np.ndarray, np.ndarray]:
+        """All counts as one batch: each distinct chunk once, in order of first sight."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not self._parts:
+            return pa.array([], pa.binary()), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        if len(self._parts) > 1:
+            encoded = pc.dictionary_encode(pa.concat_arrays([part[0] for part in self._parts]))
+            rows, n = encoded.indices.to_numpy(), len(encoded.dictionary)
+            heads, counts = (np.bincount(rows, np.concatenate([part[k] for part in self._parts]), n)
+                             .round().astype(np.int64) for k in (1, 2))  # float sums of ints: exact
+            self._parts, self._summed_rows = [(encoded.dictionary, heads, counts)], n
+        return self._parts[0]
 
     @property
     def heads(self) -> Counter[str]:
         """How often each chunk began a story (nonzero counts)."""
-        return self._counter(self._heads)
+        chunks, heads, _ = self._sum()
+        return Counter({chunk: n for chunk, n in zip(_texts(chunks), heads.tolist(), strict=True) if n})
 
     @property
     def spaced(self) -> Counter[str]:
         """How often each chunk occurred anywhere, story beginnings included (nonzero counts)."""
-        return self._counter(self._all)
-
-    def _counter(self, counts: np.ndarray) -> Counter[str]:
-        return Counter({chunk: n for chunk, n in zip(self._chunks, counts.tolist(), strict=False) if n})
+        chunks, _, counts = self._sum()
+        return Counter({chunk: n for chunk, n in zip(_texts(chunks), counts.tolist(), strict=True) if n})
 
     def words(self, pattern: re.Pattern) -> Counter[str]:
         """Occurrences of each regex piece (a chunk after the first gets its leading space back)."""
-        n = len(self._chunks)
+        chunks, heads, counts = self._sum()
+        chunks = _texts(chunks)
         words: Counter[str] = Counter()
-        for prefix, counts in (("", self._heads[:n]), (" ", self._all[:n] - self._heads[:n])):
-            for chunk, count in zip(self._chunks, counts.tolist(), strict=True):
+        for prefix, times in (("", heads), (" ", counts - heads)):
+            for chunk, count in zip(chunks, times.tolist(), strict=True):
                 if count:
                     for word in pattern.findall(prefix + chunk):
                         words[word] += count
         return words
 
 
-def _chunk_ids(texts: list[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
+def _chunk_ids(texts: list[str]) -> tuple[np.ndarray, Any, np.ndarray]:
     """`texts` split at every space, in C (pyarrow's split and hash): (ids, chunks, starts) where
-    `chunks[ids[k]]` is the k-th chunk of the whole batch, `chunks` are distinct in order of first
-    occurrence, and story i's chunks are ids[starts[i]:starts[i + 1]] (as `text.split(" ")` gives them).
-    Text with no UTF-8 form (a lone surrogate) is split in Python instead.
+    `chunks[ids[k]]` is the k-th chunk of the whole batch, `chunks` (an arrow array; `_texts` gives the
+    strings) are distinct in order of first occurrence, and story i's chunks are ids[starts[i]:starts[i +
+    1]] (as `text.split(" ")` gives them). Text with no UTF-8 form (a lone surrogate) is split in Python
+    instead, its chunks kept as bytes with the surrogates passed through.
 
     Memory comes from the system allocator, which hands big blocks back when they are freed; arrow's
     default pool keeps them (tens of MB more per worker process)."""
@@ -536,14 +537,27 @@ def _chunk_ids(texts: list[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
         return _chunk_ids_slowly(texts)
     chunks = pc.split_pattern(stories, " ", memory_pool=pool)
     encoded = pc.dictionary_encode(chunks.flatten(), memory_pool=pool)
-    return encoded.indices.to_numpy(), encoded.dictionary.to_pylist(), chunks.offsets.to_numpy()
+    return encoded.indices.to_numpy(), encoded.dictionary, chunks.offsets.to_numpy()
 
 
-def _chunk_ids_slowly(texts: list[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
+def _chunk_ids_slowly(texts: list[str]) -> tuple[np.ndarray, Any, np.ndarray]:
+    import pyarrow as pa
+
     rows: dict[str, int] = {}
     parts = [text.split(" ") for text in texts]
     ids = np.fromiter((rows.setdefault(chunk, len(rows)) for part in parts for chunk in part), np.int32)
-    return ids, list(rows), np.cumsum([0, *map(len, parts)], dtype=np.int64)
+    chunks = pa.array([chunk.encode("utf-8", "surrogatepass") for chunk in rows], pa.binary())
+    return ids, chunks, np.cumsum([0, *map(len, parts)], dtype=np.int64)
+
+
+def _texts(chunks: Any) -> list[str]:
+    """The strings of an arrow array of chunks (UTF-8 bytes, lone surrogates passed through)."""
+    import pyarrow as pa
+
+    try:
+        return chunks.cast(pa.string()).to_pylist()
+    except pa.ArrowInvalid:
+        return [chunk.decode("utf-8", "surrogatepass") for chunk in chunks.to_pylist()]
 
 
 def _too_big(texts: list[str]) -> bool:
