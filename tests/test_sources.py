@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mlxstory.data.sources import load_texts
+from mlxstory.data.sources import load_texts, open_source
 from mlxstory.errors import DataError
 
 
@@ -97,3 +97,15 @@ def test_parquet_without_string_column_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(DataError) as error:
         load_texts(path)
     assert "no string column" in one_line(error) and "a (int64)" in str(error.value)
+
+
+def test_a_file_cut_short_between_reading_and_parsing_is_one_line_error(tmp_path: Path) -> None:
+    """Workers read their chunk's bytes themselves: a file truncated meanwhile must not parse as less text."""
+    path = tmp_path / "stories.txt"
+    path.write_text("<|endoftext|>".join(f"story {i} " * 200 for i in range(400)), encoding="utf-8")
+    chunks = list(open_source(path).chunks(chunk_bytes=10_000))
+    assert len(chunks) > 3 and chunks[-1].stories()  # read as usual
+    with open(path, "r+b") as file:
+        file.truncate(chunks[-1].offset + 10)
+    with pytest.raises(DataError, match=r"stories.txt changed while it was read .*; run the command again$"):
+        chunks[-1].stories()

@@ -42,15 +42,16 @@ _MARKER_BYTES = EOT_MARKER.encode()
 
 @dataclass(frozen=True)
 class Chunk:
-    """Whole stories from one file, not yet parsed (bytes of .txt/.jsonl, a parquet string array) or
-    already in memory (`kind` "list"). Small to pickle, so worker processes do the parsing."""
+    """Whole stories from one file, not yet parsed (a byte range of a .txt/.jsonl file, which the worker
+    process reads itself; a parquet string array) or already in memory (`kind` "list"). Small to pickle,
+    so worker processes do the reading and parsing."""
 
     kind: str  # "text", "jsonl", "parquet" or "list"
-    payload: Any
-    path: str = ""  # the file, for error messages
-    offset: int = 0  # byte offset of the payload in its file (text, jsonl)
+    payload: Any  # the stories (list), the string array (parquet); None for text and jsonl
+    path: str = ""  # the file
+    offset: int = 0  # byte offset of the chunk in its file (text, jsonl)
     marker: bool = False  # text: stories end with <|endoftext|> (else blank lines separate them)
-    size: int = 0  # progress units (bytes, rows or stories) this chunk stands for
+    size: int = 0  # progress units (bytes, rows or stories) this chunk stands for; text, jsonl: its bytes
 
     def stories(self) -> list[str]:
         """The stories in source order: stripped, empty ones dropped (a "list" chunk is kept as given)."""
@@ -58,7 +59,13 @@ class Chunk:
             return list(self.payload)
         if self.kind == "parquet":
             return _clean(self.payload.to_pylist())
-        text = _decode(self.payload, self.path, self.offset)
+        with open(self.path, "rb") as file:
+            file.seek(self.offset)
+            data = file.read(self.size)
+        if len(data) != self.size:
+            raise DataError(f"{self.path} changed while it was read (it ends before byte "
+                            f"{self.offset + self.size}); run the command again")
+        text = _decode(data, self.path, self.offset)
         if self.kind == "text":
             return _clean(text.split(EOT_MARKER) if self.marker else _BLANK_LINES.split(text))
         return _clean(_jsonl_texts(text, self.path, self.offset))
@@ -277,7 +284,7 @@ def _byte_chunks(path: Path, kind: str, chunk_bytes: int) -> Iterator[Chunk]:
                 if not buffer:
                     return
                 continue  # one story longer than a block: read on
-            yield Chunk(kind, buffer[:cut], str(path), offset, marker, size=cut)
+            yield Chunk(kind, None, str(path), offset, marker, size=cut)
             offset += cut
             buffer = buffer[cut:]
 
