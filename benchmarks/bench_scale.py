@@ -1,7 +1,7 @@
 """`mlxstory tokenize` at scale: wall time, MB/s, tokens and peak memory of a child process.
 
     python -m benchmarks.bench_scale [--mb 200] [--vocab-size 4096] [--workers N] [--baseline DIR]
-                                     [--tmp DIR] [--results FILE]
+                                     [--cpu-per-pass] [--tmp DIR] [--results FILE]
 
 Builds a corpus of `--mb` MB in a temporary folder (never committed): the shared sample's stories and
 5,000 demo-corpus stories, shuffled by a seeded RNG in each repetition, as one .txt file with
@@ -12,8 +12,10 @@ so two versions are measured side by side on the same file under the same load.
 Memory is reported two ways: `peak_rss_max_process_mib` (the largest single process, from wait4's
 rusage, the figure `/usr/bin/time -v` prints) and `peak_rss_tree_mib` (the summed RSS of the child and
 its worker processes, sampled every 0.1 s: what the machine has to hold). Load varies on a shared
-machine; compare versions by the ratio measured in one invocation. Prints JSON; `--results FILE` also
-appends it (one JSON object a line).
+machine; compare versions by the ratio measured in one invocation. `--cpu-per-pass` also runs the two
+passes of this checkout in this process and reports the CPU time of the parent and of all workers in each:
+their ratio is about how many workers the parent can keep busy, beyond the cores this machine has.
+Prints JSON; `--results FILE` also appends it (one JSON object a line).
 """
 
 from __future__ import annotations
@@ -123,6 +125,37 @@ def run_tokenize(code: Path | None, corpus: Path, out: Path, vocab_size: int, wo
     }
 
 
+def cpu_per_pass(corpus: Path, out: Path, vocab_size: int, workers: int) -> dict:
+    """Parent and worker CPU seconds of each pass of a token store build (`workers` processes)."""
+    import resource
+
+    from mlxstory.data import token_store
+    from mlxstory.data.parallel import WorkerPool
+    from mlxstory.data.sources import open_source
+    from mlxstory.data.tokenizer import Tokenizer
+
+    def cpu(who: int) -> float:
+        usage = resource.getrusage(who)
+        return usage.ru_utime + usage.ru_stime
+
+    def spent(before: tuple[float, float]) -> dict:
+        parent, children = cpu(resource.RUSAGE_SELF) - before[0], cpu(resource.RUSAGE_CHILDREN) - before[1]
+        return {"parent_cpu_s": round(parent, 2), "workers_cpu_s": round(children, 2),
+                "workers_per_parent": round(children / parent, 1)}
+
+    source, passes = open_source(corpus), {}
+    start = (cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN))
+    with WorkerPool(workers) as pool:  # workers are reaped (and counted) when the pool closes
+        scan = token_store._scan(source, pool, 0.1, 1337, count_words=True)
+    passes["pass_one"] = spent(start)
+    tokenizer = Tokenizer.from_word_counts(scan.counts, vocab_size)
+    start = (cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN))
+    with WorkerPool(workers) as pool:
+        token_store._write_store(out, source, tokenizer, scan, pool, None)
+    passes["pass_two"] = spent(start)
+    return {"workers": workers, "note": "worker CPU includes each worker's start-up", **passes}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_scale",
                                      description=__doc__.splitlines()[0])
@@ -132,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path, default=None,
                         help="also measure the mlxstory/ package in this folder (e.g. a worktree of main)")
     parser.add_argument("--sample", type=Path, default=SAMPLE)
+    parser.add_argument("--cpu-per-pass", action="store_true",
+                        help="also measure parent and worker CPU per pass (this checkout, in this process)")
     parser.add_argument("--tmp", type=Path, default=None, help="where the temporary corpus goes")
     parser.add_argument("--results", type=Path, default=None, help="append the JSON line to this file")
     args = parser.parse_args(argv)
@@ -147,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             workers = args.workers if code is None else None  # an older version has no --workers
             runs.append(run_tokenize(code, corpus, Path(tmp) / f"store-{number}", args.vocab_size, workers))
             print(json.dumps(runs[-1]), file=sys.stderr)
+        if args.cpu_per_pass:
+            split = cpu_per_pass(corpus, Path(tmp) / "store-cpu", args.vocab_size, args.workers or 2)
     document = {
         "benchmark": "bench_scale",
         "command": "python -m benchmarks.bench_scale " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -156,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_before_after": [list(load_before), list(os.getloadavg())],
         "runs": runs,
     }
+    if args.cpu_per_pass:
+        document["cpu_per_pass"] = split
     if len(runs) == 2:
         document["throughput_ratio_new_over_baseline"] = round(runs[0]["mb_per_s"] / runs[1]["mb_per_s"], 2)
         document["same_tokens"] = runs[0]["tokens"] == runs[1]["tokens"]
