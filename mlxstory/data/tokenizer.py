@@ -467,7 +467,7 @@ class WordCounts:
                      np.bincount(ids, minlength=len(chunks)) * times)
 
     def update(self, other: WordCounts) -> None:
-        for part in other._parts:
+        for part in list(other._parts):  # a copy: `counts.update(counts)` doubles, as a Counter would
             self._append(*part)
 
     def _append(self, chunks: Any, heads: np.ndarray, counts: np.ndarray) -> None:
