@@ -1,11 +1,12 @@
 """`mlxstory tokenize` at scale: wall time, MB/s, tokens and peak memory of a child process.
 
     python -m benchmarks.bench_scale [--mb 200] [--vocab-size 4096] [--workers N] [--baseline DIR]
-                                     [--cpu-per-pass] [--tmp DIR] [--results FILE]
+                                     [--rare-words N] [--cpu-per-pass] [--tmp DIR] [--results FILE]
 
 Builds a corpus of `--mb` MB in a temporary folder (never committed): the shared sample's stories and
 5,000 demo-corpus stories, shuffled by a seeded RNG in each repetition, as one .txt file with
-`<|endoftext|>` separators. Then runs `mlxstory tokenize` on it in a child process: this checkout,
+`<|endoftext|>` separators; `--rare-words N` replaces three words of every story from N made-up words, a
+long tail like real text's. Then runs `mlxstory tokenize` on it in a child process: this checkout,
 then (with `--baseline DIR`) the `mlxstory/` package in DIR, e.g. a `git worktree` of an older commit,
 so two versions are measured side by side on the same file under the same load.
 
@@ -25,6 +26,7 @@ import json
 import os
 import platform
 import random
+import string
 import subprocess
 import sys
 import tempfile
@@ -46,15 +48,36 @@ def corpus_stories(sample: Path) -> list[str]:
     return stories + generate_stories(5_000, seed=1)
 
 
-def build_corpus(path: Path, megabytes: float, sample: Path, seed: int = 0) -> int:
-    """Write about `megabytes` MB of stories to `path`; returns the bytes written."""
+def made_up_words(count: int, rng: random.Random) -> list[str]:
+    return ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(4, 9))).capitalize()
+            for _ in range(count)]
+
+
+def with_rare_words(stories: list[str], words: list[str], rng: random.Random, per_story: int = 3
+                    ) -> list[str]:
+    """Each story with `per_story` of its words replaced by made-up ones drawn log-uniformly (a long tail,
+    as real text has: a few common, most seen once or twice)."""
+    out = []
+    for story in stories:
+        parts = story.split(" ")
+        for _ in range(per_story):
+            parts[rng.randrange(len(parts))] = words[int(len(words) ** rng.random()) - 1]
+        out.append(" ".join(parts))
+    return out
+
+
+def build_corpus(path: Path, megabytes: float, sample: Path, seed: int = 0, rare_words: int = 0) -> int:
+    """Write about `megabytes` MB of stories to `path`; returns the bytes written. With `rare_words`,
+    three words of every story written are replaced from that many made-up ones."""
     stories = corpus_stories(sample)
     rng = random.Random(seed)
+    rare = made_up_words(rare_words, rng) if rare_words else []
     target, written = int(megabytes * MB), 0
     with open(path, "w", encoding="utf-8") as file:
         while written < target:
             rng.shuffle(stories)
-            block = "".join(f"{story}\n{EOT}\n" for story in stories).encode("utf-8")
+            drawn = with_rare_words(stories, rare, rng) if rare else stories
+            block = "".join(f"{story}\n{EOT}\n" for story in drawn).encode("utf-8")
             block = block[: max(0, target - written)] if written + len(block) > target else block
             if written + len(block) >= target:  # end on a whole story
                 cut = block.rfind(EOT.encode())
@@ -165,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path, default=None,
                         help="also measure the mlxstory/ package in this folder (e.g. a worktree of main)")
     parser.add_argument("--sample", type=Path, default=SAMPLE)
+    parser.add_argument("--rare-words", type=int, default=0,
+                        help="replace 3 words a story from this many made-up words (a long tail of words)")
     parser.add_argument("--cpu-per-pass", action="store_true",
                         help="also measure parent and worker CPU per pass (this checkout, in this process)")
     parser.add_argument("--tmp", type=Path, default=None, help="where the temporary corpus goes")
@@ -174,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-scale-", dir=args.tmp) as tmp:
         corpus = Path(tmp) / "corpus.txt"
         started = time.perf_counter()
-        size = build_corpus(corpus, args.mb, args.sample)
+        size = build_corpus(corpus, args.mb, args.sample, rare_words=args.rare_words)
         print(f"built {size / MB:.0f} MB corpus in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         runs = []
         load_before = os.getloadavg()
@@ -189,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m benchmarks.bench_scale " + " ".join(argv if argv is not None else sys.argv[1:]),
         "corpus_mb": round(size / MB, 1),
         "vocab_size": args.vocab_size,
+        "rare_words": args.rare_words,
         "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} logical CPUs",
         "load_average_before_after": [list(load_before), list(os.getloadavg())],
         "runs": runs,
