@@ -88,6 +88,18 @@ def test_parquet_is_read_by_record_batch(tmp_path: Path, sample_texts: list[str]
     assert [s for c in chunks for s in c.stories()] == [t.strip() for t in sample_texts if t.strip()]
 
 
+def test_small_parquet_row_groups_are_read_by_the_worker(tmp_path: Path, sample_texts: list[str]) -> None:
+    path = tmp_path / "stories.parquet"
+    pq.write_table(pa.table({"text": sample_texts}), path, row_group_size=20)  # ~16 kB a row group
+    chunks = list(open_source(path).chunks(100_000))
+    assert len(chunks) > 10 and sum(c.size for c in chunks) == 2450
+    assert all(isinstance(c.payload, tuple) for c in chunks)  # row groups to read, nothing decoded yet
+    assert [s for c in chunks for s in c.stories()] == [t.strip() for t in sample_texts if t.strip()]
+    path.write_bytes(path.read_bytes()[:1000] + b"\0" * 5000 + path.read_bytes()[6000:])  # damaged data
+    with pytest.raises(DataError, match=r"^cannot read parquet file .*: .*is it a parquet file\?$"):
+        chunks[0].stories()
+
+
 def test_a_folder_of_shards_is_read_in_name_order(tmp_path: Path) -> None:
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "part-2.txt").write_text("third<|endoftext|>fourth", "utf-8")

@@ -47,7 +47,9 @@ class Chunk:
     so worker processes do the reading and parsing."""
 
     kind: str  # "text", "jsonl", "parquet" or "list"
-    payload: Any  # the stories (list), the string array (parquet); None for text and jsonl
+    # the stories (list); parquet: the string array, or (column, first, end) row groups for the worker
+    # to read; None for text and jsonl
+    payload: Any
     path: str = ""  # the file
     offset: int = 0  # byte offset of the chunk in its file (text, jsonl)
     marker: bool = False  # text: stories end with <|endoftext|> (else blank lines separate them)
@@ -58,7 +60,9 @@ class Chunk:
         if self.kind == "list":
             return list(self.payload)
         if self.kind == "parquet":
-            return _clean(self.payload.to_pylist())
+            read_here = isinstance(self.payload, tuple)  # row groups to read, not strings read already
+            strings = _row_groups(self.path, *self.payload) if read_here else self.payload
+            return _clean(strings.to_pylist())
         with open(self.path, "rb") as file:
             file.seek(self.offset)
             data = file.read(self.size)
@@ -336,8 +340,7 @@ def _parquet_size(path: Path) -> tuple[int, int]:
         meta = pq.ParquetFile(path).metadata
         return meta.num_rows, sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
     except (pa.ArrowException, OSError) as error:
-        message = f"cannot read parquet file {path}: {_first_line(error)}; is it a parquet file?"
-        raise DataError(message) from None
+        raise _unreadable_parquet(path, error) from None
 
 
 def _first_line(error: BaseException) -> str:
@@ -361,9 +364,35 @@ def _parquet_chunks(path: Path, chunk_bytes: int) -> Iterator[Chunk]:
         index = schema.get_field_index(column)
         text_bytes = sum(meta.row_group(g).column(index).total_uncompressed_size
                          for g in range(meta.num_row_groups))
+        groups = [meta.row_group(g) for g in range(meta.num_row_groups)]
+        if all(group.column(index).total_uncompressed_size <= 4 * chunk_bytes for group in groups):
+            # Row groups small enough to read whole: the workers read them (a batch cannot be cut from
+            # a row group without decoding it again), so the parent does not decode the file.
+            first, rows, size = 0, 0, 0
+            for g, group in enumerate(groups):
+                rows, size = rows + group.num_rows, size + group.column(index).total_uncompressed_size
+                if size >= chunk_bytes or g + 1 == len(groups):
+                    yield Chunk("parquet", (column, first, g + 1), str(path), size=rows)
+                    first, rows, size = g + 1, 0, 0
+            return
         rows = max(1, int(chunk_bytes * meta.num_rows / max(1, text_bytes)))
         for batch in parquet.iter_batches(batch_size=rows, columns=[column]):
             yield Chunk("parquet", batch.column(0), str(path), size=batch.num_rows)
     except (pa.ArrowException, OSError) as error:
-        message = f"cannot read parquet file {path}: {_first_line(error)}; is it a parquet file?"
-        raise DataError(message) from None
+        raise _unreadable_parquet(path, error) from None
+
+
+def _row_groups(path: str, column: str, first: int, end: int) -> Any:
+    """Row groups first..end-1 of `column` (in a worker process), as one arrow array of strings."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path).read_row_groups(range(first, end), columns=[column])
+    except (pa.ArrowException, OSError) as error:
+        raise _unreadable_parquet(path, error) from None
+    return table.column(0)
+
+
+def _unreadable_parquet(path: str | Path, error: BaseException) -> DataError:
+    return DataError(f"cannot read parquet file {path}: {_first_line(error)}; is it a parquet file?")
