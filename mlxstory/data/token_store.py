@@ -602,11 +602,6 @@ def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as file:  # np.save(path) would append ".npy" to the temp name
-        np.save(file, array, allow_pickle=False)
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:
